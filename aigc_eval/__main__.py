@@ -1,0 +1,3 @@
+from aigc_eval.cli import main
+
+raise SystemExit(main())

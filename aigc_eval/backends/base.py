@@ -1,0 +1,72 @@
+"""The backend contract, small enough that vLLM or an HTTP backend can be added
+later without touching metrics or the runner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings; defaults are greedy decoding."""
+
+    max_new_tokens: int = 64
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    early_stopping: bool = False
+    seed: int = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class TokenLogLikelihood:
+    """Log-likelihood of one text: NLL summed over its scored tokens (nats)."""
+
+    nll: float
+    tokens: int
+
+
+# Called after each finished batch with (indices into the prompt list, texts).
+BatchCallback = Callable[[list[int], list[str]], None]
+
+
+class Backend(Protocol):
+    """What the runner needs from a model."""
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        on_batch: BatchCallback | None = None,
+        skip: set[int] | None = None,
+    ) -> list[str]:
+        """Continuations only (prompt stripped, stop strings applied), in prompt order.
+
+        ``skip`` holds indices already generated (resume): whole batches of them
+        are not run again, and their slots in the result are empty strings.
+        """
+
+    def loglikelihood(
+        self,
+        texts: Sequence[str],
+        max_length: int | None = None,
+        stride: int | None = None,
+        prepend_bos: bool = True,
+    ) -> list[TokenLogLikelihood]:
+        """Per-text NLL sums and scored-token counts, sliding-window for long texts.
+
+        With ``prepend_bos`` the BOS (or EOS) token is put before each text so its
+        first token is scored too; pad tokens are never scored.
+        """
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens in these texts under the model's tokenizer (for tokens/s)."""
+
+    def describe(self) -> dict[str, str]:
+        """Provenance for results.json: model path, revision, weights hash, dtype, device."""

@@ -1,0 +1,145 @@
+"""The command line: argument parsing, exit codes and user-facing errors only.
+
+Exit codes: 0 success, 1 a failed check (regression), 2 a user error (bad
+suite, file, option) — printed as one message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from aigc_eval import __version__
+from aigc_eval.errors import UserError
+
+EXIT_OK, EXIT_USER_ERROR = 0, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aigc-eval", description="Evaluate generative AI output with exact, signed metrics."
+    )
+    parser.add_argument("--version", action="version", version=f"aigc-eval {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run an eval suite (generate, score, write reports/)")
+    run.add_argument("suite", help="suite YAML file, e.g. suites/demo.yaml")
+    run.add_argument("--output-dir", default="reports", help="where run folders go (default: reports)")
+    run.add_argument("--device", help="override every model's device: cpu, cuda, cuda:N, mps")
+    run.add_argument("--limit", type=int, help="score only the first N examples of each task")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or table")
+
+    score = commands.add_parser("score", help="score existing line-aligned text files")
+    score.add_argument("--metric", action="append", required=True, help="metric name (repeatable)")
+    score.add_argument("--predictions", required=True, help="one prediction per line")
+    score.add_argument("--references", action="append", default=[], help="one reference per line (repeatable)")
+    score.add_argument("--lang", help="language of the text (zh, ja, en, ...): picks tokenizers")
+    score.add_argument("--model", help="scoring model (local folder or hub id) for perplexity")
+    score.add_argument("--device", default="auto", help="device of the scoring model")
+    score.add_argument("--json", action="store_true", help="print one JSON object keyed by metric output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _score(args)
+    except UserError as error:
+        print(f"aigc-eval: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not enabled:
+        yield lambda _d, _t: (lambda _n: None)
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        transient=False,
+    ) as progress:
+
+        def factory(description: str, total: int) -> Callable[[int], None]:
+            task_id = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task_id, n)
+
+        yield factory
+
+
+def _run(args: argparse.Namespace) -> int:
+    from aigc_eval.report.tables import task_tables
+    from aigc_eval.results import load_results
+    from aigc_eval.runner import run_suite
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be a positive number of examples")
+    with _progress_bars(not args.quiet and sys.stderr.isatty()) as progress:
+        run_dir = run_suite(
+            args.suite, output_dir=args.output_dir, device=args.device, limit=args.limit,
+            resume=args.resume, progress=progress,
+        )
+    if not args.quiet:
+        for task, table in task_tables(load_results(run_dir)).items():
+            _print_table(task, table)
+    print(f"wrote {run_dir}")
+    return EXIT_OK
+
+
+def _print_table(title: str, frame: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"task: {title}", title_justify="left")
+    table.add_column("model")
+    for column in frame.columns:  # type: ignore[attr-defined]
+        table.add_column(str(column), justify="right")
+    for name, row in frame.iterrows():  # type: ignore[attr-defined]
+        table.add_row(str(name), *map(str, row.tolist()))
+    Console(width=max(100, 16 * len(table.columns))).print(table)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from aigc_eval.data import aligned_references, read_lines
+    from aigc_eval.metrics.registry import MODEL_METRICS, build_metric, metric_names
+
+    unknown = [m for m in args.metric if m not in metric_names()]
+    if unknown:
+        raise UserError(f"--metric {unknown[0]}: unknown metric; known metrics: {', '.join(metric_names())}")
+    predictions = read_lines(Path(args.predictions), "predictions file")
+    text_metrics = [m for m in args.metric if m not in MODEL_METRICS]
+    if text_metrics and not args.references:
+        raise UserError(f"--metric {text_metrics[0]} needs --references FILE")
+    references = aligned_references(
+        [read_lines(Path(f), "references file") for f in args.references], len(predictions), args.references
+    )
+    scorer = None
+    if any(m in MODEL_METRICS for m in args.metric):
+        if not args.model:
+            raise UserError("--metric perplexity needs --model PATH (a local model folder or hub id)")
+        from aigc_eval.backends import create_backend
+
+        scorer = create_backend("hf", path=args.model, device=args.device, dtype="float32")
+    out: dict[str, dict[str, object]] = {}
+    for name in args.metric:
+        metric = build_metric(name, lang=args.lang, scorer=scorer)
+        try:
+            scores = metric.compute(predictions, references or [[""]] * len(predictions))
+        except ValueError as error:
+            raise UserError(f"--metric {name}: {error}") from None
+        out.update({key: score.to_dict() for key, score in scores.items()})
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        width = max(map(len, out))
+        for key, value in out.items():
+            print(f"{key:<{width}}  {value['score']:.4f}  {value['signature']}")
+    return EXIT_OK

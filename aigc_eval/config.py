@@ -1,0 +1,190 @@
+"""The suite schema: what a YAML file in ``suites/`` may say, validated strictly.
+
+Unknown keys are errors (a typo must never be silently ignored), and every error
+names the file and the key path, e.g. ``models[1].generation.num_beams``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aigc_eval.backends.base import GenerationSettings
+from aigc_eval.errors import UserError
+from aigc_eval.metrics.registry import metric_names, options_model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Generation(_Strict):
+    max_new_tokens: int = Field(64, ge=1)
+    num_beams: int = Field(1, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(50, ge=0)
+    repetition_penalty: float = Field(1.0, gt=0)
+    early_stopping: bool = False
+    seed: int = 0
+    stop: list[str] = Field(default_factory=list)
+
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(**{**self.model_dump(), "stop": tuple(self.stop)})
+
+
+class ModelRow(_Strict):
+    """One row of the comparison: a model plus its decoding settings."""
+
+    name: str
+    backend: Literal["hf"] = "hf"
+    path: str
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    batch_size: int = Field(8, ge=1)
+    trust_remote_code: bool = False
+    chat: bool = False
+    system: str | None = None
+    generation: Generation = Field(default_factory=Generation)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "mps", "cuda") and not value.startswith("cuda:"):
+            raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+        return value
+
+    def load_key(self) -> tuple[Any, ...]:
+        """Rows with the same key share one loaded model."""
+        return (self.backend, self.path, self.revision, self.dtype, self.device, self.trust_remote_code)
+
+
+class Task(_Strict):
+    """A dataset file, how to turn its records into prompts, and which fields are references."""
+
+    name: str
+    data: str
+    format: Literal["auto", "jsonl", "csv", "tsv", "text"] = "auto"
+    prompt: str = "{prompt}"
+    references: list[str] = Field(default_factory=lambda: ["reference"], min_length=1)
+    id_field: str | None = None
+    lang: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+
+class MetricSpec(_Strict):
+    """A metric name and its options (validated by that metric's own Options model)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_form(cls, value: Any) -> Any:
+        # `- bleu` or `- {name: chrf, word_order: 2}` are both accepted.
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "options" not in value:
+            return {"name": value.get("name"), "options": {k: v for k, v in value.items() if k != "name"}}
+        return value
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> MetricSpec:
+        if self.name not in metric_names():
+            raise ValueError(f"unknown metric {self.name!r}; known metrics: {', '.join(metric_names())}")
+        try:
+            options_model(self.name).model_validate(self.options)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{_key_path(e['loc'])}: {_message(e)}" for e in error.errors()
+            )
+            raise ValueError(f"{self.name} options: {problems}") from None
+        return self
+
+    def label(self) -> str:
+        return self.name
+
+
+class Suite(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    seed: int = 0
+    models: list[ModelRow] = Field(min_length=1)
+    tasks: list[Task] = Field(min_length=1)
+    metrics: list[MetricSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Suite:
+        for kind, items in (("models", self.models), ("tasks", self.tasks)):
+            names = [item.name for item in items]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def config_hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def stable_hash(value: Any) -> str:
+    """sha256 of a canonical JSON form: equal configs hash equal across runs and machines."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("options",) or str(part).startswith(("function-", "list[", "dict[")):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _message(item: Any) -> str:
+    if item["type"] == "extra_forbidden":
+        return "unknown key; remove it or check its spelling"
+    if item["type"] == "missing":
+        return "required key is missing"
+    return item["msg"].removeprefix("Value error, ")
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    return "\n".join(f"{source}: {_key_path(item['loc'])}: {_message(item)}" for item in error.errors())
+
+
+def parse_suite(data: Any, source: str = "<suite>") -> Suite:
+    """Validate an already-parsed mapping; errors name ``source`` and the key path."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a suite must be a YAML mapping with name, models, tasks and metrics")
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as error:
+        raise UserError(_format_errors(source, error)) from None
+
+
+def load_suite(path: str | Path) -> tuple[Suite, Path]:
+    """Read and validate a suite file; returns it with the folder relative paths resolve against."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: suite file not found; pass the path of a YAML file such as suites/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the suite as UTF-8") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse_suite(data, str(path)), path.resolve().parent

@@ -1,0 +1,82 @@
+"""The metric contract: per-sample sufficient statistics plus an aggregate.
+
+Every metric is two pure functions (as in sacrebleu's ``metrics/base.py``):
+
+* ``sample_stats(predictions, references)`` -> one row of statistics per sample;
+* ``aggregate(stats)`` -> the corpus-level values computed from those rows only.
+
+Because corpus values are computed from rows alone, bootstrap intervals, paired
+tests, resume and caching can resample or move rows without knowing the metric.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# One inner list per sample: that sample's references (one or more).
+References = Sequence[Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Score:
+    """One headline value of a metric, with the details that explain it."""
+
+    name: str
+    score: float
+    signature: str
+    higher_is_better: bool | None = True  # None: a descriptor with no better direction
+    details: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "score": self.score,
+            "signature": self.signature,
+            "higher_is_better": self.higher_is_better,
+            **self.details,
+        }
+
+
+class Metric(ABC):
+    """A text metric: pure over predictions and references, no model or file access.
+
+    Subclasses set ``name`` (the key used in suites and ``--metric``) and
+    ``outputs`` (the headline score names they produce, e.g. ``("rouge1", ...)``).
+    """
+
+    name: str
+    outputs: tuple[str, ...]
+
+    @abstractmethod
+    def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
+        """Rows of sufficient statistics, shape ``[n_samples, k]``."""
+
+    @abstractmethod
+    def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
+        """Corpus-level scores keyed by output name, from statistic rows only."""
+
+    @abstractmethod
+    def sample_scores(self, stats: np.ndarray) -> dict[str, list[float]]:
+        """Per-sample scores (for ``samples.jsonl``) keyed by output name."""
+
+    @abstractmethod
+    def signature(self) -> str:
+        """How the score was made: library, version, tokenizer, options."""
+
+    def compute(self, predictions: Sequence[str], references: References) -> dict[str, Score]:
+        """Convenience: stats then aggregate."""
+        return self.aggregate(self.sample_stats(predictions, references))
+
+
+def check_aligned(predictions: Sequence[str], references: References) -> None:
+    """Raise ValueError unless every prediction has at least one reference."""
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"{len(predictions)} predictions but {len(references)} reference sets; they must be aligned"
+        )
+    for i, refs in enumerate(references):
+        if len(refs) == 0:
+            raise ValueError(f"sample {i} has no reference")

@@ -1,0 +1,1 @@
+"""Human-facing outputs built from a run folder's results."""

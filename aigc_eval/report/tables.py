@@ -1,0 +1,64 @@
+"""Comparison tables: one row per model setting, one column per task × metric."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+_ARROWS = {True: " ↑", False: " ↓", None: ""}
+
+
+def comparison_frame(results: dict[str, Any]) -> pd.DataFrame:
+    """Scores as numbers: index = model rows (suite order), columns = 'task/metric'."""
+    rows: dict[str, dict[str, float]] = {}
+    for entry in results["results"]:
+        row = rows.setdefault(entry["model"], {})
+        for metric, value in entry["metrics"].items():
+            row[f"{entry['task']}/{metric}"] = value["score"]
+    order = [m["name"] for m in results["suite"]["models"] if m["name"] in rows]
+    frame = pd.DataFrame.from_dict(rows, orient="index").reindex(order)
+    frame.index.name = "model"
+    return frame
+
+
+def format_score(value: float | None) -> str:
+    """Library scale kept; precision by magnitude so 0–1 and 0–100 scores both read well."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.2f}"
+    return f"{value:.4f}"
+
+
+def task_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Per task, the table as people read it: formatted scores, direction arrows in headers."""
+    frame = comparison_frame(results)
+    directions = {
+        f"{e['task']}/{metric}": value.get("higher_is_better")
+        for e in results["results"]
+        for metric, value in e["metrics"].items()
+    }
+    tables: dict[str, pd.DataFrame] = {}
+    for task in results["tasks"]:
+        columns = [c for c in frame.columns if c.split("/", 1)[0] == task]
+        shown = frame[columns].apply(lambda column: column.map(format_score))
+        shown.columns = [f"{c.split('/', 1)[1]}{_ARROWS[directions.get(c)]}" for c in columns]
+        tables[task] = shown
+    return tables
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    sections = [f"# {results['suite_name']} — run {results['run_id']}\n"]
+    for task, table in task_tables(results).items():
+        info = results["tasks"][task]
+        sections.append(f"## {task} (n={info['n']}, lang={info['lang'] or 'unspecified'})\n")
+        sections.append(table.to_markdown(colalign=("left",) + ("right",) * len(table.columns)) + "\n")
+    return "\n".join(sections)
+
+
+def to_csv(results: dict[str, Any]) -> str:
+    return comparison_frame(results).to_csv(float_format="%.10g")

@@ -1,0 +1,342 @@
+"""Orchestration: suite → generations (appended as they finish) → scores → run folder.
+
+Resume works because each model row × task keeps an append-only generation log
+keyed by a hash of everything that determines its outputs; metrics are always
+recomputed from the saved generations (cheap next to generation).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aigc_eval.backends import create_backend
+from aigc_eval.backends.base import Backend, TokenLogLikelihood
+from aigc_eval.config import MetricSpec, ModelRow, Suite, load_suite, stable_hash
+from aigc_eval.data import TaskData, load_task
+from aigc_eval.errors import UserError
+from aigc_eval.metrics.base import Score
+from aigc_eval.metrics.registry import MODEL_METRICS, build_metric
+from aigc_eval.report.tables import to_csv, to_markdown
+from aigc_eval.results import (
+    GENERATIONS_DIR,
+    MANIFEST_FILE,
+    RESULTS_FILE,
+    SAMPLES_FILE,
+    SCHEMA_VERSION,
+    GenerationLog,
+    environment,
+    new_run_dir,
+    now_iso,
+    write_atomic,
+    write_json,
+    write_jsonl,
+)
+
+# (description, total) -> advance(n) callable; lets the CLI show a progress bar.
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+@dataclass
+class RowTaskOutcome:
+    model: str
+    task: str
+    predictions: list[str]
+    scores: dict[str, Score] = field(default_factory=dict)
+    sample_scores: dict[str, list[float]] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+class MemoizedScorer:
+    """Remembers per-text log-likelihoods, so rows sharing a scoring model (e.g. the
+    references' perplexity under one model) score each text once."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._memo: dict[tuple[Any, ...], TokenLogLikelihood] = {}
+
+    def loglikelihood(
+        self, texts: Sequence[str], max_length: int | None = None, stride: int | None = None,
+        prepend_bos: bool = True,
+    ) -> list[TokenLogLikelihood]:
+        options = (max_length, stride, prepend_bos)
+        missing = list(dict.fromkeys(t for t in texts if (t, *options) not in self._memo))
+        if missing:
+            fresh = self._backend.loglikelihood(missing, max_length, stride, prepend_bos)
+            self._memo.update({(t, *options): value for t, value in zip(missing, fresh)})
+        return [self._memo[(t, *options)] for t in texts]
+
+    def describe(self) -> dict[str, str]:
+        return self._backend.describe()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+class BackendPool:
+    """Loads each distinct model once and frees it after its last use."""
+
+    def __init__(self, suite: Suite, base_dir: Path) -> None:
+        self._base_dir = base_dir
+        self._loaded: dict[tuple[Any, ...], Backend] = {}
+        self._scorers: dict[tuple[Any, ...], MemoizedScorer] = {}
+        self._rows = {row.name: row for row in suite.models}
+
+    def resolve_path(self, path: str) -> str:
+        local = self._base_dir / path
+        return str(local.resolve()) if local.exists() else path
+
+    def get(self, row: ModelRow) -> Backend:
+        key = row.load_key()
+        if key not in self._loaded:
+            self._loaded[key] = create_backend(
+                row.backend,
+                path=self.resolve_path(row.path),
+                revision=row.revision,
+                dtype=row.dtype,
+                device=row.device,
+                batch_size=row.batch_size,
+                trust_remote_code=row.trust_remote_code,
+                chat=row.chat,
+                system=row.system,
+            )
+        return self._loaded[key]
+
+    def scorer(self, spec: MetricSpec, row: ModelRow, where: str) -> MemoizedScorer:
+        """The model a perplexity-style metric scores with: a named row, a path, or the row's own."""
+        name = spec.options.get("model")
+        if name is None:
+            target = row
+        elif name in self._rows:
+            target = self._rows[name]
+        else:
+            if not Path(self.resolve_path(name)).exists() and name.startswith((".", "/", "~")):
+                raise UserError(f"{where}.model: {name!r} is neither a model row name nor an existing path")
+            target = ModelRow(name=name, path=name, device=row.device, dtype="float32")
+        key = target.load_key()
+        if key not in self._scorers:
+            self._scorers[key] = MemoizedScorer(self.get(target))
+        return self._scorers[key]
+
+    def release_unused(self, keep: set[tuple[Any, ...]]) -> None:
+        for key in list(self._loaded):
+            if key not in keep:
+                del self._loaded[key]
+                self._scorers.pop(key, None)
+
+
+def _generation_key(row: ModelRow, data: TaskData) -> str:
+    settings = row.model_dump(mode="json", exclude={"name", "batch_size", "device"})
+    return stable_hash(
+        {"model": settings, "task": data.task.model_dump(mode="json"), "data": data.content_hash,
+         "n": len(data.examples), "batch_size": row.batch_size}
+    )
+
+
+def _log_path(run_dir: Path, row: ModelRow, data: TaskData) -> Path:
+    return run_dir / GENERATIONS_DIR / f"{row.name}__{data.task.name}.jsonl"
+
+
+def generate_for(
+    backend: Backend, row: ModelRow, data: TaskData, run_dir: Path, progress: ProgressFactory
+) -> tuple[list[str], dict[str, float]]:
+    """Generate every example not already in the log, appending each batch as it finishes."""
+    log = GenerationLog(_log_path(run_dir, row, data), _generation_key(row, data))
+    done = log.load()
+    examples = data.examples
+    advance = progress(f"generate {row.name} × {data.task.name}", len(examples))
+    advance(len(done))
+    new_texts: list[str] = []
+
+    def on_batch(indices: list[int], texts: list[str]) -> None:
+        log.append(
+            [{"index": i, "id": examples[i].id, "prediction": t} for i, t in zip(indices, texts)]
+        )
+        done.update(zip(indices, texts))
+        new_texts.extend(texts)
+        advance(len(indices))
+
+    started = time.perf_counter()
+    if len(done) < len(examples):
+        backend.generate(
+            [e.prompt for e in examples], row.generation.settings(), on_batch=on_batch, skip=set(done)
+        )
+    elapsed = time.perf_counter() - started
+    timing: dict[str, float] = {"resumed_samples": len(examples) - len(new_texts)}
+    if new_texts:
+        tokens = backend.count_tokens(new_texts)
+        timing.update(
+            generation_s=round(elapsed, 4),
+            generated_tokens=tokens,
+            tokens_per_s=round(tokens / elapsed, 2) if elapsed > 0 else float("nan"),
+        )
+    return [done[i] for i in range(len(examples))], timing
+
+
+def score_row_task(
+    pool: BackendPool, suite: Suite, row: ModelRow, data: TaskData, predictions: list[str]
+) -> tuple[dict[str, Score], dict[str, list[float]]]:
+    references = [list(e.references) for e in data.examples]
+    scores: dict[str, Score] = {}
+    per_sample: dict[str, list[float]] = {}
+    for index, spec in enumerate(suite.metrics):
+        where = f"metrics[{index}]"
+        scorer = pool.scorer(spec, row, where) if spec.name in MODEL_METRICS else None
+        metric = build_metric(spec.name, spec.options, lang=data.lang, scorer=scorer)
+        stats = metric.sample_stats(predictions, references)
+        for name, score in metric.aggregate(stats).items():
+            if name in scores:
+                raise UserError(f"{where}: {name!r} is computed twice for task {data.task.name!r}; "
+                                "remove the duplicate metric entry")
+            scores[name] = score
+        per_sample.update(metric.sample_scores(stats))
+    return scores, per_sample
+
+
+def _last_uses(suite: Suite) -> dict[tuple[Any, ...], int]:
+    """Index of the last model row that needs each loaded model (as generator or scorer)."""
+    last: dict[tuple[Any, ...], int] = {}
+    rows = {r.name: r for r in suite.models}
+    for i, row in enumerate(suite.models):
+        last[row.load_key()] = i
+        for spec in suite.metrics:
+            named = spec.options.get("model") if spec.name in MODEL_METRICS else None
+            if named in rows:
+                last[rows[named].load_key()] = i
+            elif named is not None:
+                last[ModelRow(name=named, path=named, device=row.device, dtype="float32").load_key()] = i
+    return last
+
+
+@contextmanager
+def _saving_progress_on_interrupt(run_dir: Path, suite_path: Path) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise UserError(
+            f"interrupted; finished batches are saved in {run_dir}. "
+            f"Continue with: aigc-eval run {suite_path} --resume {run_dir}"
+        ) from None
+
+
+def run_suite(
+    suite_path: str | Path,
+    output_dir: str | Path = "reports",
+    device: str | None = None,
+    limit: int | None = None,
+    resume: str | Path | None = None,
+    progress: ProgressFactory = _no_progress,
+) -> Path:
+    """Run a suite end to end and return its run folder."""
+    suite_path = Path(suite_path)
+    suite, base_dir = load_suite(suite_path)
+    if device:
+        suite = suite.model_copy(
+            update={"models": [m.model_copy(update={"device": device}) for m in suite.models]}
+        )
+    tasks = [load_task(task, base_dir, limit) for task in suite.tasks]
+    config_hash = suite.config_hash()
+    run_dir = _prepare_run_dir(suite, suite_path, Path(output_dir), config_hash, resume, limit)
+
+    pool = BackendPool(suite, base_dir)
+    last_use = _last_uses(suite)
+    outcomes: list[RowTaskOutcome] = []
+    models: dict[str, dict[str, str]] = {}
+    with _saving_progress_on_interrupt(run_dir, suite_path):
+        for index, row in enumerate(suite.models):
+            backend = pool.get(row)
+            models[row.name] = backend.describe()
+            for data in tasks:
+                predictions, timing = generate_for(backend, row, data, run_dir, progress)
+                started = time.perf_counter()
+                scores, per_sample = score_row_task(pool, suite, row, data, predictions)
+                timing["scoring_s"] = round(time.perf_counter() - started, 4)
+                outcomes.append(RowTaskOutcome(row.name, data.task.name, predictions, scores, per_sample, timing))
+            pool.release_unused({key for key, last in last_use.items() if last > index})
+
+    write_run_outputs(run_dir, suite, config_hash, tasks, models, outcomes, limit)
+    return run_dir
+
+
+def _prepare_run_dir(
+    suite: Suite, suite_path: Path, output_dir: Path, config_hash: str, resume: str | Path | None,
+    limit: int | None,
+) -> Path:
+    manifest = {"suite": suite.name, "config_hash": config_hash, "limit": limit, "suite_file": str(suite_path)}
+    if resume is None:
+        run_dir = new_run_dir(output_dir, suite.name, config_hash)
+        write_json(run_dir / MANIFEST_FILE, {**manifest, "started": now_iso()})
+        shutil.copyfile(suite_path, run_dir / "suite.yaml")
+        return run_dir
+    run_dir = Path(resume)
+    manifest_file = run_dir / MANIFEST_FILE
+    if not manifest_file.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no {MANIFEST_FILE}); pass a folder made by 'aigc-eval run'")
+    previous = yaml.safe_load(manifest_file.read_text(encoding="utf-8"))
+    if previous.get("suite") != suite.name:
+        raise UserError(f"{run_dir}: is a run of suite {previous.get('suite')!r}, not {suite.name!r}")
+    if previous.get("limit") != limit:
+        raise UserError(f"{run_dir}: was run with --limit {previous.get('limit')}; resume with the same --limit")
+    if previous.get("config_hash") != config_hash:
+        # Metric changes are fine (scores are recomputed); the generation logs' own keys
+        # catch changes that invalidate finished samples.
+        write_json(manifest_file, {**previous, "config_hash": config_hash, "resumed": now_iso()})
+    return run_dir
+
+
+def write_run_outputs(
+    run_dir: Path,
+    suite: Suite,
+    config_hash: str,
+    tasks: list[TaskData],
+    models: dict[str, dict[str, str]],
+    outcomes: list[RowTaskOutcome],
+    limit: int | None,
+) -> None:
+    """Write results.json, samples.jsonl and the tables, each atomically."""
+    by_task = {t.task.name: t for t in tasks}
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_dir.name,
+        "suite_name": suite.name,
+        "config_hash": config_hash,
+        "finished": now_iso(),
+        "limit": limit,
+        "suite": suite.model_dump(mode="json"),
+        "environment": environment(),
+        "models": models,
+        "tasks": {
+            t.task.name: {"path": str(t.path), "content_hash": t.content_hash, "n": len(t.examples),
+                          "lang": t.lang}
+            for t in tasks
+        },
+        "results": [
+            {"model": o.model, "task": o.task, "n": len(o.predictions),
+             "metrics": {name: s.to_dict() for name, s in o.scores.items()}, "timing": o.timing}
+            for o in outcomes
+        ],
+    }
+    samples = (
+        {
+            "model": o.model, "task": o.task, "id": example.id, "prompt": example.prompt,
+            "prediction": prediction, "references": list(example.references),
+            "scores": {name: values[i] for name, values in o.sample_scores.items()},
+        }
+        for o in outcomes
+        for i, (example, prediction) in enumerate(zip(by_task[o.task].examples, o.predictions))
+    )
+    write_jsonl(run_dir / SAMPLES_FILE, samples)
+    write_json(run_dir / RESULTS_FILE, results)
+    write_atomic(run_dir / "table.md", to_markdown(results))
+    write_atomic(run_dir / "table.csv", to_csv(results))

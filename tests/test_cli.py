@@ -1,0 +1,211 @@
+"""The CLI end to end: `run` writes the run folder with the right numbers, resume after a
+kill reproduces an uninterrupted run, and user errors exit 2 with one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import yaml
+from rouge_score import rouge_scorer
+
+from aigc_eval.cli import main
+from aigc_eval.metrics.tokenize import CJKTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_MODEL = REPO / "suites" / "models" / "demo-gpt2"
+
+
+def _write_suite(folder: Path, **overrides) -> Path:
+    rows = [
+        {"name": "greedy", "path": str(DEMO_MODEL), "dtype": "float32", "batch_size": 4,
+         "generation": {"max_new_tokens": 12}},
+        {"name": "sample", "path": str(DEMO_MODEL), "dtype": "float32", "batch_size": 4,
+         "generation": {"max_new_tokens": 12, "do_sample": True, "temperature": 0.9, "seed": 7}},
+    ]
+    suite = {
+        "name": "e2e",
+        "models": rows,
+        "tasks": [
+            {"name": "en", "data": str(REPO / "suites/data/demo_en.jsonl"), "id_field": "id", "lang": "en", "limit": 12},
+            {"name": "zh", "data": str(REPO / "suites/data/demo_zh.jsonl"), "id_field": "id", "lang": "zh", "limit": 12},
+        ],
+        "metrics": ["bleu", "chrf", {"name": "rouge", "rouge_types": ["rouge1", "rougeL"]},
+                    {"name": "perplexity", "on": "references"}],
+        **overrides,
+    }
+    path = folder / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _run_dirs(out: Path) -> list[Path]:
+    return sorted(p for p in (out / "e2e").iterdir() if p.is_dir())
+
+
+def test_run_writes_run_folder_with_reference_equal_scores(tmp_path: Path, capsys) -> None:
+    suite = _write_suite(tmp_path)
+    assert main(["run", str(suite), "--output-dir", str(tmp_path / "out")]) == 0
+    run_dir = _run_dirs(tmp_path / "out")[0]
+    for name in ("results.json", "samples.jsonl", "table.md", "table.csv", "suite.yaml", "run.json"):
+        assert (run_dir / name).is_file(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert results["schema_version"] == 1 and len(results["config_hash"]) == 64
+    assert results["environment"]["packages"]["sacrebleu"] == sacrebleu.__version__
+    assert len(results["models"]["greedy"]["weights_sha256"]) == 64
+    assert len(samples) == 2 * 2 * 12
+
+    for entry in results["results"]:
+        rows = [s for s in samples if s["model"] == entry["model"] and s["task"] == entry["task"]]
+        hyps = [s["prediction"] for s in rows]
+        refs = [s["references"][0] for s in rows]
+        tok = "zh" if entry["task"] == "zh" else "13a"
+        metrics = entry["metrics"]
+        assert metrics["bleu"]["score"] == sacrebleu.corpus_bleu(hyps, [refs], tokenize=tok).score
+        assert metrics["chrf"]["score"] == sacrebleu.corpus_chrf(hyps, [refs]).score
+        assert f"tok:{tok}" in metrics["bleu"]["signature"]
+        scorer = rouge_scorer.RougeScorer(
+            ["rouge1"], tokenizer=CJKTokenizer() if entry["task"] == "zh" else None
+        )
+        f1 = [scorer.score(r, h)["rouge1"].fmeasure for h, r in zip(hyps, refs)]
+        assert metrics["rouge1"]["score"] == pytest.approx(sum(f1) / len(f1), abs=1e-12)
+        assert metrics["ref_perplexity"]["score"] > 1
+        assert entry["timing"]["tokens_per_s"] > 0
+    # The comparison table shows one row per model setting, scores as in results.json.
+    table = (run_dir / "table.csv").read_text().splitlines()
+    assert table[0].startswith("model,en/bleu,en/chrf")
+    assert table[1].startswith("greedy,") and table[2].startswith("sample,")
+    printed = capsys.readouterr().out
+    assert "task: zh" in printed and str(run_dir) in printed
+
+
+def _results_without_timing(run_dir: Path) -> list[dict]:
+    results = json.loads((run_dir / "results.json").read_text())
+    return [{k: v for k, v in e.items() if k != "timing"} for e in results["results"]]
+
+
+def test_killed_run_resumes_to_the_same_results(tmp_path: Path) -> None:
+    suite = _write_suite(tmp_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aigc_eval", "run", str(suite), "--output-dir", str(out), "--quiet"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    log = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        logs = list(out.glob("e2e/*/generations/greedy__en.jsonl"))
+        if logs and len(logs[0].read_text().splitlines()) >= 5:  # header + one batch of 4
+            process.send_signal(signal.SIGKILL)
+            log = logs[0]
+            break
+        time.sleep(0.005)
+    process.wait()
+    assert log is not None, "the run finished before it could be killed"
+    run_dir = log.parents[1]
+    assert not (run_dir / "results.json").exists()
+    finished_before = len(log.read_text().splitlines()) - 1
+    assert 4 <= finished_before < 12
+
+    assert main(["run", str(suite), "--resume", str(run_dir), "--quiet"]) == 0
+    resumed = json.loads((run_dir / "results.json").read_text())
+    greedy_en = next(e for e in resumed["results"] if e["model"] == "greedy" and e["task"] == "en")
+    assert greedy_en["timing"]["resumed_samples"] == finished_before
+
+    assert main(["run", str(suite), "--output-dir", str(tmp_path / "fresh"), "--quiet"]) == 0
+    fresh_dir = next((tmp_path / "fresh" / "e2e").iterdir())
+    assert _results_without_timing(run_dir) == _results_without_timing(fresh_dir)
+
+
+def test_resume_refuses_when_generation_settings_changed(tmp_path: Path, capsys) -> None:
+    suite = _write_suite(tmp_path)
+    assert main(["run", str(suite), "--output-dir", str(tmp_path / "out"), "--quiet", "--limit", "2"]) == 0
+    run_dir = _run_dirs(tmp_path / "out")[0]
+    changed = yaml.safe_load(suite.read_text())
+    changed["models"][0]["generation"]["max_new_tokens"] = 5
+    suite.write_text(yaml.safe_dump(changed), encoding="utf-8")
+    assert main(["run", str(suite), "--resume", str(run_dir), "--quiet", "--limit", "2"]) == 2
+    assert "greedy__en.jsonl: was generated by a different suite configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("name: x\nmodels: [\n", "malformed YAML"),
+        ("name: x\nmodels: [{name: m, path: p, temprature: 1}]\ntasks: [{name: t, data: d.jsonl}]\nmetrics: [bleu]\n",
+         "models[0].temprature: unknown key"),
+        ("name: x\nmodels: [{name: m, path: ./no-such-model}]\ntasks: [{name: t, data: missing.jsonl}]\n"
+         "metrics: [bleu]\n", "missing.jsonl: dataset file not found"),
+    ],
+)
+def test_run_user_errors_exit_2(tmp_path: Path, capsys, content: str, expected: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(content, encoding="utf-8")
+    assert main(["run", str(path), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert err.startswith("aigc-eval: error: ")
+
+
+def test_nonexistent_model_path_exits_2(tmp_path: Path, capsys) -> None:
+    suite = _write_suite(tmp_path, models=[{"name": "m", "path": str(tmp_path / "no-such-model")}])
+    assert main(["run", str(suite), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and "Traceback" not in err
+
+
+def _lines(path: Path, lines: list[str]) -> str:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+def test_score_json_matches_reference_libraries(tmp_path: Path, capsys) -> None:
+    hyps = ["今天天气很好", "The cat sat on the mat.", ""]
+    refs1 = ["今天天气不错", "The cat is on the mat.", "nothing here"]
+    refs2 = ["今天是好天气", "A cat sat on a mat.", "empty"]
+    args = ["score", "--metric", "bleu", "--metric", "chrf", "--metric", "ter", "--metric", "rouge",
+            "--predictions", _lines(tmp_path / "h.txt", hyps),
+            "--references", _lines(tmp_path / "r1.txt", refs1),
+            "--references", _lines(tmp_path / "r2.txt", refs2), "--lang", "zh", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert out["bleu"]["score"] == sacrebleu.corpus_bleu(hyps, [refs1, refs2], tokenize="zh").score
+    assert out["chrf"]["score"] == sacrebleu.corpus_chrf(hyps, [refs1, refs2]).score
+    assert out["ter"]["score"] == sacrebleu.corpus_ter(hyps, [refs1, refs2], asian_support=True).score
+    assert out["bleu"]["signature"].startswith("nrefs:2|")
+    assert 0 < out["rouge1"]["score"] < 1 and "tok:cjk" in out["rouge1"]["signature"]
+
+
+def test_score_perplexity_with_model(tmp_path: Path, capsys) -> None:
+    texts = ["On Monday morning, Alice walked to the market.", "星期一早上，小明去市场买了三个红苹果。"]
+    args = ["score", "--metric", "perplexity", "--model", str(DEMO_MODEL),
+            "--predictions", _lines(tmp_path / "p.txt", texts), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)["perplexity"]
+    assert out["score"] > 1 and out["bits_per_byte"] > 0 and out["tokens"] > 10
+    assert "agg:token-weighted" in out["signature"]
+
+
+def test_score_user_errors(tmp_path: Path, capsys) -> None:
+    hyp = _lines(tmp_path / "h.txt", ["a", "b"])
+    ref = _lines(tmp_path / "r.txt", ["a"])
+    assert main(["score", "--metric", "bleu", "--predictions", hyp, "--references", ref]) == 2
+    assert "r.txt: 1 lines but the predictions have 2" in capsys.readouterr().err
+    assert main(["score", "--metric", "blue", "--predictions", hyp, "--references", ref]) == 2
+    assert "unknown metric" in capsys.readouterr().err
+    assert main(["score", "--metric", "bleu", "--predictions", str(tmp_path / "none.txt"),
+                 "--references", ref]) == 2
+    assert "none.txt: predictions file not found" in capsys.readouterr().err
+    assert main(["score", "--metric", "perplexity", "--predictions", hyp, "--model",
+                 str(tmp_path / "missing-model")]) == 2
+    assert "missing-model" in capsys.readouterr().err
