@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="score existing line-aligned text files")
     score.add_argument("--metric", action="append", required=True, help="metric name (repeatable)")
     score.add_argument("--predictions", required=True, help="one prediction per line")
-    score.add_argument("--references", action="append", default=[], help="one reference per line (repeatable)")
+    score.add_argument(
+        "--references", action="append", default=[], help="one reference per line (repeatable)"
+    )
     score.add_argument("--lang", help="language of the text (zh, ja, en, ...): picks tokenizers")
     score.add_argument("--model", help="scoring model (local folder or hub id) for perplexity")
     score.add_argument("--device", default="auto", help="device of the scoring model")
@@ -61,10 +63,13 @@ def _progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if not enabled:
-        yield lambda _d, _t: (lambda _n: None)
+        yield lambda _d, _t: lambda _n: None
         return
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         transient=False,
     ) as progress:
 
@@ -84,8 +89,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--limit must be a positive number of examples")
     with _progress_bars(not args.quiet and sys.stderr.isatty()) as progress:
         run_dir = run_suite(
-            args.suite, output_dir=args.output_dir, device=args.device, limit=args.limit,
-            resume=args.resume, progress=progress,
+            args.suite,
+            output_dir=args.output_dir,
+            device=args.device,
+            limit=args.limit,
+            resume=args.resume,
+            progress=progress,
         )
     if not args.quiet:
         for task, table in task_tables(load_results(run_dir)).items():

@@ -102,9 +102,7 @@ class MetricSpec(_Strict):
         try:
             options_model(self.name).model_validate(self.options)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{_key_path(e['loc'])}: {_message(e)}" for e in error.errors()
-            )
+            problems = "; ".join(f"{_key_path(e['loc'])}: {_message(e)}" for e in error.errors())
             raise ValueError(f"{self.name} options: {problems}") from None
         return self
 
@@ -177,7 +175,9 @@ def load_suite(path: str | Path) -> tuple[Suite, Path]:
     """Read and validate a suite file; returns it with the folder relative paths resolve against."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: suite file not found; pass the path of a YAML file such as suites/demo.yaml")
+        raise UserError(
+            f"{path}: suite file not found; pass the path of a YAML file such as suites/demo.yaml"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -37,7 +37,9 @@ class TaskData:
 def read_text_file(path: Path, what: str) -> str:
     """Read UTF-8 text, turning missing/undecodable files into user errors."""
     if not path.is_file():
-        raise UserError(f"{path}: {what} not found; check the path (relative paths resolve against the suite)")
+        raise UserError(
+            f"{path}: {what} not found; check the path (relative paths resolve against the suite)"
+        )
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -65,7 +67,9 @@ def _records(path: Path, fmt: str) -> list[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: invalid JSON ({error.msg}); each line must be one object") from None
+                raise UserError(
+                    f"{path}:{number}: invalid JSON ({error.msg}); each line must be one object"
+                ) from None
             if not isinstance(record, dict):
                 raise UserError(f"{path}:{number}: each JSONL line must be a JSON object")
             records.append(record)
@@ -83,7 +87,9 @@ def _format_of(task: Task, path: Path) -> str:
     suffix = path.suffix.lower()
     known = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "text"}
     if suffix not in known:
-        raise UserError(f"{path}: cannot tell the format from '{suffix}'; set format: jsonl, csv, tsv or text")
+        raise UserError(
+            f"{path}: cannot tell the format from '{suffix}'; set format: jsonl, csv, tsv or text"
+        )
     return known[suffix]
 
 
@@ -124,9 +130,11 @@ def load_task(task: Task, base_dir: Path, limit: int | None = None) -> TaskData:
     return TaskData(task=task, path=path, examples=examples, content_hash=digest)
 
 
-def aligned_references(reference_files: Sequence[Sequence[str]], n_predictions: int, names: Sequence[str]) -> list[list[str]]:
+def aligned_references(
+    reference_files: Sequence[Sequence[str]], n_predictions: int, names: Sequence[str]
+) -> list[list[str]]:
     """Turn several line-aligned reference files into sample-major reference lists."""
-    for lines, name in zip(reference_files, names):
+    for lines, name in zip(reference_files, names, strict=True):
         if len(lines) != n_predictions:
             raise UserError(
                 f"{name}: {len(lines)} lines but the predictions have {n_predictions}; "

@@ -27,8 +27,17 @@ MANIFEST_FILE = "run.json"
 GENERATIONS_DIR = "generations"
 
 _PACKAGES = (
-    "aigc-eval", "torch", "transformers", "tokenizers", "sacrebleu", "rouge-score",
-    "numpy", "scipy", "pandas", "pydantic", "evaluate",
+    "aigc-eval",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "sacrebleu",
+    "rouge-score",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pydantic",
+    "evaluate",
 )
 
 
@@ -135,7 +144,10 @@ class GenerationLog:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):

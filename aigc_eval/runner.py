@@ -67,14 +67,17 @@ class MemoizedScorer:
         self._memo: dict[tuple[Any, ...], TokenLogLikelihood] = {}
 
     def loglikelihood(
-        self, texts: Sequence[str], max_length: int | None = None, stride: int | None = None,
+        self,
+        texts: Sequence[str],
+        max_length: int | None = None,
+        stride: int | None = None,
         prepend_bos: bool = True,
     ) -> list[TokenLogLikelihood]:
         options = (max_length, stride, prepend_bos)
         missing = list(dict.fromkeys(t for t in texts if (t, *options) not in self._memo))
         if missing:
             fresh = self._backend.loglikelihood(missing, max_length, stride, prepend_bos)
-            self._memo.update({(t, *options): value for t, value in zip(missing, fresh)})
+            self._memo.update({(t, *options): value for t, value in zip(missing, fresh, strict=True)})
         return [self._memo[(t, *options)] for t in texts]
 
     def describe(self) -> dict[str, str]:
@@ -139,8 +142,13 @@ class BackendPool:
 def _generation_key(row: ModelRow, data: TaskData) -> str:
     settings = row.model_dump(mode="json", exclude={"name", "batch_size", "device"})
     return stable_hash(
-        {"model": settings, "task": data.task.model_dump(mode="json"), "data": data.content_hash,
-         "n": len(data.examples), "batch_size": row.batch_size}
+        {
+            "model": settings,
+            "task": data.task.model_dump(mode="json"),
+            "data": data.content_hash,
+            "n": len(data.examples),
+            "batch_size": row.batch_size,
+        }
     )
 
 
@@ -161,9 +169,9 @@ def generate_for(
 
     def on_batch(indices: list[int], texts: list[str]) -> None:
         log.append(
-            [{"index": i, "id": examples[i].id, "prediction": t} for i, t in zip(indices, texts)]
+            [{"index": i, "id": examples[i].id, "prediction": t} for i, t in zip(indices, texts, strict=True)]
         )
-        done.update(zip(indices, texts))
+        done.update(zip(indices, texts, strict=True))
         new_texts.extend(texts)
         advance(len(indices))
 
@@ -197,8 +205,10 @@ def score_row_task(
         stats = metric.sample_stats(predictions, references)
         for name, score in metric.aggregate(stats).items():
             if name in scores:
-                raise UserError(f"{where}: {name!r} is computed twice for task {data.task.name!r}; "
-                                "remove the duplicate metric entry")
+                raise UserError(
+                    f"{where}: {name!r} is computed twice for task {data.task.name!r}; "
+                    "remove the duplicate metric entry"
+                )
             scores[name] = score
         per_sample.update(metric.sample_scores(stats))
     return scores, per_sample
@@ -262,7 +272,9 @@ def run_suite(
                 started = time.perf_counter()
                 scores, per_sample = score_row_task(pool, suite, row, data, predictions)
                 timing["scoring_s"] = round(time.perf_counter() - started, 4)
-                outcomes.append(RowTaskOutcome(row.name, data.task.name, predictions, scores, per_sample, timing))
+                outcomes.append(
+                    RowTaskOutcome(row.name, data.task.name, predictions, scores, per_sample, timing)
+                )
             pool.release_unused({key for key, last in last_use.items() if last > index})
 
     write_run_outputs(run_dir, suite, config_hash, tasks, models, outcomes, limit)
@@ -270,10 +282,19 @@ def run_suite(
 
 
 def _prepare_run_dir(
-    suite: Suite, suite_path: Path, output_dir: Path, config_hash: str, resume: str | Path | None,
+    suite: Suite,
+    suite_path: Path,
+    output_dir: Path,
+    config_hash: str,
+    resume: str | Path | None,
     limit: int | None,
 ) -> Path:
-    manifest = {"suite": suite.name, "config_hash": config_hash, "limit": limit, "suite_file": str(suite_path)}
+    manifest = {
+        "suite": suite.name,
+        "config_hash": config_hash,
+        "limit": limit,
+        "suite_file": str(suite_path),
+    }
     if resume is None:
         run_dir = new_run_dir(output_dir, suite.name, config_hash)
         write_json(run_dir / MANIFEST_FILE, {**manifest, "started": now_iso()})
@@ -282,12 +303,16 @@ def _prepare_run_dir(
     run_dir = Path(resume)
     manifest_file = run_dir / MANIFEST_FILE
     if not manifest_file.is_file():
-        raise UserError(f"{run_dir}: not a run folder (no {MANIFEST_FILE}); pass a folder made by 'aigc-eval run'")
+        raise UserError(
+            f"{run_dir}: not a run folder (no {MANIFEST_FILE}); pass a folder made by 'aigc-eval run'"
+        )
     previous = yaml.safe_load(manifest_file.read_text(encoding="utf-8"))
     if previous.get("suite") != suite.name:
         raise UserError(f"{run_dir}: is a run of suite {previous.get('suite')!r}, not {suite.name!r}")
     if previous.get("limit") != limit:
-        raise UserError(f"{run_dir}: was run with --limit {previous.get('limit')}; resume with the same --limit")
+        raise UserError(
+            f"{run_dir}: was run with --limit {previous.get('limit')}; resume with the same --limit"
+        )
     if previous.get("config_hash") != config_hash:
         # Metric changes are fine (scores are recomputed); the generation logs' own keys
         # catch changes that invalidate finished samples.
@@ -317,24 +342,37 @@ def write_run_outputs(
         "environment": environment(),
         "models": models,
         "tasks": {
-            t.task.name: {"path": str(t.path), "content_hash": t.content_hash, "n": len(t.examples),
-                          "lang": t.lang}
+            t.task.name: {
+                "path": str(t.path),
+                "content_hash": t.content_hash,
+                "n": len(t.examples),
+                "lang": t.lang,
+            }
             for t in tasks
         },
         "results": [
-            {"model": o.model, "task": o.task, "n": len(o.predictions),
-             "metrics": {name: s.to_dict() for name, s in o.scores.items()}, "timing": o.timing}
+            {
+                "model": o.model,
+                "task": o.task,
+                "n": len(o.predictions),
+                "metrics": {name: s.to_dict() for name, s in o.scores.items()},
+                "timing": o.timing,
+            }
             for o in outcomes
         ],
     }
     samples = (
         {
-            "model": o.model, "task": o.task, "id": example.id, "prompt": example.prompt,
-            "prediction": prediction, "references": list(example.references),
+            "model": o.model,
+            "task": o.task,
+            "id": example.id,
+            "prompt": example.prompt,
+            "prediction": prediction,
+            "references": list(example.references),
             "scores": {name: values[i] for name, values in o.sample_scores.items()},
         }
         for o in outcomes
-        for i, (example, prediction) in enumerate(zip(by_task[o.task].examples, o.predictions))
+        for i, (example, prediction) in enumerate(zip(by_task[o.task].examples, o.predictions, strict=True))
     )
     write_jsonl(run_dir / SAMPLES_FILE, samples)
     write_json(run_dir / RESULTS_FILE, results)

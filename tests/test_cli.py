@@ -25,20 +25,46 @@ DEMO_MODEL = REPO / "suites" / "models" / "demo-gpt2"
 
 def _write_suite(folder: Path, **overrides) -> Path:
     rows = [
-        {"name": "greedy", "path": str(DEMO_MODEL), "dtype": "float32", "batch_size": 4,
-         "generation": {"max_new_tokens": 12}},
-        {"name": "sample", "path": str(DEMO_MODEL), "dtype": "float32", "batch_size": 4,
-         "generation": {"max_new_tokens": 12, "do_sample": True, "temperature": 0.9, "seed": 7}},
+        {
+            "name": "greedy",
+            "path": str(DEMO_MODEL),
+            "dtype": "float32",
+            "batch_size": 4,
+            "generation": {"max_new_tokens": 12},
+        },
+        {
+            "name": "sample",
+            "path": str(DEMO_MODEL),
+            "dtype": "float32",
+            "batch_size": 4,
+            "generation": {"max_new_tokens": 12, "do_sample": True, "temperature": 0.9, "seed": 7},
+        },
     ]
     suite = {
         "name": "e2e",
         "models": rows,
         "tasks": [
-            {"name": "en", "data": str(REPO / "suites/data/demo_en.jsonl"), "id_field": "id", "lang": "en", "limit": 12},
-            {"name": "zh", "data": str(REPO / "suites/data/demo_zh.jsonl"), "id_field": "id", "lang": "zh", "limit": 12},
+            {
+                "name": "en",
+                "data": str(REPO / "suites/data/demo_en.jsonl"),
+                "id_field": "id",
+                "lang": "en",
+                "limit": 12,
+            },
+            {
+                "name": "zh",
+                "data": str(REPO / "suites/data/demo_zh.jsonl"),
+                "id_field": "id",
+                "lang": "zh",
+                "limit": 12,
+            },
         ],
-        "metrics": ["bleu", "chrf", {"name": "rouge", "rouge_types": ["rouge1", "rougeL"]},
-                    {"name": "perplexity", "on": "references"}],
+        "metrics": [
+            "bleu",
+            "chrf",
+            {"name": "rouge", "rouge_types": ["rouge1", "rougeL"]},
+            {"name": "perplexity", "on": "references"},
+        ],
         **overrides,
     }
     path = folder / "suite.yaml"
@@ -75,7 +101,7 @@ def test_run_writes_run_folder_with_reference_equal_scores(tmp_path: Path, capsy
         scorer = rouge_scorer.RougeScorer(
             ["rouge1"], tokenizer=CJKTokenizer() if entry["task"] == "zh" else None
         )
-        f1 = [scorer.score(r, h)["rouge1"].fmeasure for h, r in zip(hyps, refs)]
+        f1 = [scorer.score(r, h)["rouge1"].fmeasure for h, r in zip(hyps, refs, strict=True)]
         assert metrics["rouge1"]["score"] == pytest.approx(sum(f1) / len(f1), abs=1e-12)
         assert metrics["ref_perplexity"]["score"] > 1
         assert entry["timing"]["tokens_per_s"] > 0
@@ -98,7 +124,9 @@ def test_killed_run_resumes_to_the_same_results(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "aigc_eval", "run", str(suite), "--output-dir", str(out), "--quiet"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     log = None
     deadline = time.monotonic() + 120
@@ -141,10 +169,16 @@ def test_resume_refuses_when_generation_settings_changed(tmp_path: Path, capsys)
     ("content", "expected"),
     [
         ("name: x\nmodels: [\n", "malformed YAML"),
-        ("name: x\nmodels: [{name: m, path: p, temprature: 1}]\ntasks: [{name: t, data: d.jsonl}]\nmetrics: [bleu]\n",
-         "models[0].temprature: unknown key"),
-        ("name: x\nmodels: [{name: m, path: ./no-such-model}]\ntasks: [{name: t, data: missing.jsonl}]\n"
-         "metrics: [bleu]\n", "missing.jsonl: dataset file not found"),
+        (
+            "name: x\nmodels: [{name: m, path: p, temprature: 1}]\n"
+            "tasks: [{name: t, data: d.jsonl}]\nmetrics: [bleu]\n",
+            "models[0].temprature: unknown key",
+        ),
+        (
+            "name: x\nmodels: [{name: m, path: ./no-such-model}]\ntasks: [{name: t, data: missing.jsonl}]\n"
+            "metrics: [bleu]\n",
+            "missing.jsonl: dataset file not found",
+        ),
     ],
 )
 def test_run_user_errors_exit_2(tmp_path: Path, capsys, content: str, expected: str) -> None:
@@ -172,10 +206,26 @@ def test_score_json_matches_reference_libraries(tmp_path: Path, capsys) -> None:
     hyps = ["今天天气很好", "The cat sat on the mat.", ""]
     refs1 = ["今天天气不错", "The cat is on the mat.", "nothing here"]
     refs2 = ["今天是好天气", "A cat sat on a mat.", "empty"]
-    args = ["score", "--metric", "bleu", "--metric", "chrf", "--metric", "ter", "--metric", "rouge",
-            "--predictions", _lines(tmp_path / "h.txt", hyps),
-            "--references", _lines(tmp_path / "r1.txt", refs1),
-            "--references", _lines(tmp_path / "r2.txt", refs2), "--lang", "zh", "--json"]
+    args = [
+        "score",
+        "--metric",
+        "bleu",
+        "--metric",
+        "chrf",
+        "--metric",
+        "ter",
+        "--metric",
+        "rouge",
+        "--predictions",
+        _lines(tmp_path / "h.txt", hyps),
+        "--references",
+        _lines(tmp_path / "r1.txt", refs1),
+        "--references",
+        _lines(tmp_path / "r2.txt", refs2),
+        "--lang",
+        "zh",
+        "--json",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "rougeLsum"}
@@ -188,8 +238,16 @@ def test_score_json_matches_reference_libraries(tmp_path: Path, capsys) -> None:
 
 def test_score_perplexity_with_model(tmp_path: Path, capsys) -> None:
     texts = ["On Monday morning, Alice walked to the market.", "星期一早上，小明去市场买了三个红苹果。"]
-    args = ["score", "--metric", "perplexity", "--model", str(DEMO_MODEL),
-            "--predictions", _lines(tmp_path / "p.txt", texts), "--json"]
+    args = [
+        "score",
+        "--metric",
+        "perplexity",
+        "--model",
+        str(DEMO_MODEL),
+        "--predictions",
+        _lines(tmp_path / "p.txt", texts),
+        "--json",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)["perplexity"]
     assert out["score"] > 1 and out["bits_per_byte"] > 0 and out["tokens"] > 10
@@ -203,9 +261,23 @@ def test_score_user_errors(tmp_path: Path, capsys) -> None:
     assert "r.txt: 1 lines but the predictions have 2" in capsys.readouterr().err
     assert main(["score", "--metric", "blue", "--predictions", hyp, "--references", ref]) == 2
     assert "unknown metric" in capsys.readouterr().err
-    assert main(["score", "--metric", "bleu", "--predictions", str(tmp_path / "none.txt"),
-                 "--references", ref]) == 2
+    assert (
+        main(["score", "--metric", "bleu", "--predictions", str(tmp_path / "none.txt"), "--references", ref])
+        == 2
+    )
     assert "none.txt: predictions file not found" in capsys.readouterr().err
-    assert main(["score", "--metric", "perplexity", "--predictions", hyp, "--model",
-                 str(tmp_path / "missing-model")]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--metric",
+                "perplexity",
+                "--predictions",
+                hyp,
+                "--model",
+                str(tmp_path / "missing-model"),
+            ]
+        )
+        == 2
+    )
     assert "missing-model" in capsys.readouterr().err

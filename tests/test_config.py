@@ -29,7 +29,9 @@ def test_short_and_long_metric_forms() -> None:
 
 
 def test_unknown_key_names_its_path() -> None:
-    bad = _with(models=[{"name": "m", "path": "p"}, {"name": "n", "path": "p", "generation": {"num_beam": 5}}])
+    bad = _with(
+        models=[{"name": "m", "path": "p"}, {"name": "n", "path": "p", "generation": {"num_beam": 5}}]
+    )
     with pytest.raises(UserError, match=r"s\.yaml: models\[1\]\.generation\.num_beam: unknown key"):
         parse_suite(bad, "s.yaml")
 

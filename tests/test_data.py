@@ -18,7 +18,10 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def test_jsonl_template_and_multiple_references(tmp_path: Path) -> None:
-    _jsonl(tmp_path / "d.jsonl", [{"q": "天气", "a": "很好", "b": "不错", "k": "x1"}, {"q": "hi", "a": "yo", "b": None, "k": "x2"}])
+    _jsonl(
+        tmp_path / "d.jsonl",
+        [{"q": "天气", "a": "很好", "b": "不错", "k": "x1"}, {"q": "hi", "a": "yo", "b": None, "k": "x2"}],
+    )
     task = Task(name="t", data="d.jsonl", prompt="Q: {q}\nA:", references=["a", "b"], id_field="k", lang="zh")
     data = load_task(task, tmp_path)
     assert [e.prompt for e in data.examples] == ["Q: 天气\nA:", "Q: hi\nA:"]
@@ -43,7 +46,9 @@ def test_errors_name_the_file_and_fix(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"missing\.jsonl: dataset file not found"):
         load_task(Task(name="t", data="missing.jsonl"), tmp_path)
     _jsonl(tmp_path / "d.jsonl", [{"question": "x", "reference": "y"}])
-    with pytest.raises(UserError, match=r"record 1 has no field 'prompt'; fields present: question, reference"):
+    with pytest.raises(
+        UserError, match=r"record 1 has no field 'prompt'; fields present: question, reference"
+    ):
         load_task(Task(name="t", data="d.jsonl"), tmp_path)
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "reference": "b"}\n{oops\n', encoding="utf-8")
     with pytest.raises(UserError, match=r"bad\.jsonl:2: invalid JSON"):

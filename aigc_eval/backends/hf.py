@@ -1,0 +1,366 @@
+"""Local Hugging Face transformers backend: batched generation and sliding-window log-likelihood."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from aigc_eval.backends.base import BatchCallback, GenerationSettings, TokenLogLikelihood
+from aigc_eval.errors import UserError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+T = TypeVar("T")
+
+
+def _looks_local(path: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else is meant as a folder."""
+    return Path(path).expanduser().exists() or path.startswith((".", "/", "~")) or path.count("/") > 1
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as err:
+        raise UserError(
+            f"device {device!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps"
+        ) from err
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for but CUDA is not available; use device: auto or cpu")
+    return chosen
+
+
+def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # bf16 halves memory on GPUs that support it; fp32 elsewhere keeps CPU scores exact.
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise UserError(f"dtype {dtype!r} is not supported; use auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err)
+    )
+
+
+def _empty_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+def _halving_on_oom(items: list[T], run: Callable[[list[T]], list[str]]) -> list[str]:
+    """Run ``items`` as one batch; on out-of-memory retry it in halves, down to single items."""
+    try:
+        return run(items)
+    except RuntimeError as err:
+        if not _is_oom(err) or len(items) == 1:
+            raise
+    _empty_cache()
+    half = len(items) // 2
+    return _halving_on_oom(items[:half], run) + _halving_on_oom(items[half:], run)
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
+def _windows(seq: list[int], max_length: int, stride: int) -> list[tuple[list[int], int]]:
+    """Split ``seq`` into (window ids, leading context-only positions); positions 1.. are each scored once.
+
+    A window ends ``stride`` tokens after the previous one and holds the last ``max_length``
+    tokens up to that end, so every scored token sees as much left context as the window allows.
+    A token needs at least one token before it inside its window, so the step is capped at
+    ``max_length - 1`` (``stride == max_length`` means windows overlap by that single token only).
+    """
+    step = min(stride, max_length - 1)
+    windows = []
+    scored_until, end = 1, min(max_length, len(seq))
+    while scored_until < len(seq):
+        begin = max(0, end - max_length)
+        windows.append((seq[begin:end], scored_until - begin))
+        scored_until, end = end, min(end + step, len(seq))
+    return windows
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The weights transformers would load: safetensors when present, else pickled ``.bin``."""
+    files = sorted(folder.glob("*.safetensors"))
+    return files or sorted(folder.glob("*.bin"))
+
+
+def _sha256_files(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HFBackend:
+    """A causal LM loaded once with transformers; implements the ``Backend`` protocol."""
+
+    def __init__(
+        self,
+        path: str,
+        revision: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+        chat: bool = False,
+        system: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
+        self.path = path
+        self.revision = revision
+        self.batch_size = batch_size
+        self.chat = chat
+        self.system = system
+        self.device = _pick_device(device)
+        self.dtype = _pick_dtype(dtype, self.device)
+        self._local = _looks_local(path)
+        self._folder = Path(path).expanduser()
+        if self._local and not self._folder.is_dir():
+            raise UserError(
+                f"model folder {path!r} does not exist; fix `path`, or give a hub id such as 'org/name'"
+            )
+        self.tokenizer, self.model = self._load(trust_remote_code)
+        self._weights_sha256: str | None = None
+
+    def _load(self, trust_remote_code: bool) -> tuple[transformers.PreTrainedTokenizerBase, torch.nn.Module]:
+        safetensors = True if self._local and any(self._folder.glob("*.safetensors")) else None
+        common = {"revision": self.revision, "trust_remote_code": trust_remote_code}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.path, padding_side="left", **common)
+            model = AutoModelForCausalLM.from_pretrained(
+                self.path, dtype=self.dtype, use_safetensors=safetensors, **common
+            )
+        except (OSError, ValueError) as err:
+            reason = " ".join(str(err).split())
+            where = "the folder" if self._local else "the hub id, revision and network (or HF_HUB_OFFLINE)"
+            raise UserError(f"cannot load model {self.path!r}: {reason} (check {where})") from err
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise UserError(f"tokenizer of {self.path!r} has neither a pad nor an eos token; add one")
+            tokenizer.pad_token = tokenizer.eos_token
+        if self.chat and not tokenizer.chat_template:
+            raise UserError(f"model {self.path!r} has no chat template; set `chat: false`")
+        return tokenizer, model.to(self.device).eval()
+
+    # -- generation ---------------------------------------------------------------------------------
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        if self.chat:
+            messages = [{"role": "system", "content": self.system}] if self.system else []
+            messages.append({"role": "user", "content": prompt})
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            # The template writes its own special tokens (BOS etc.); adding them again would double them.
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.tokenizer(prompt)["input_ids"]
+        # generate() needs at least one input token; an empty prompt starts from BOS/EOS.
+        return ids or [self._start_id()]
+
+    def _start_id(self) -> int:
+        start = self.tokenizer.bos_token_id
+        return start if start is not None else self.tokenizer.eos_token_id
+
+    def _generation_config(self, settings: GenerationSettings) -> GenerationConfig:
+        """Decoding is set from ``settings``; fields left unset follow the model's generation_config."""
+        eos = self.model.generation_config.eos_token_id
+        config = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens,
+            num_beams=settings.num_beams,
+            do_sample=settings.do_sample,
+            repetition_penalty=settings.repetition_penalty,
+            early_stopping=settings.early_stopping,
+            stop_strings=list(settings.stop) or None,
+            bos_token_id=self.tokenizer.bos_token_id,
+            # Chat models often list several end-of-turn ids in their generation_config: keep them.
+            eos_token_id=eos if eos is not None else self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        if settings.do_sample:
+            config.temperature = settings.temperature
+            config.top_p = settings.top_p
+            config.top_k = settings.top_k
+        return config
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        on_batch: BatchCallback | None = None,
+        skip: set[int] | None = None,
+    ) -> list[str]:
+        """Continuations in prompt order; batches are cut longest-first over the full list.
+
+        Batches depend only on the prompts and ``batch_size``, and batch ``b`` is seeded with
+        ``settings.seed + b``, so a resumed run forms the same batches and samples the same text.
+        """
+        skip = skip or set()
+        encoded = [self._prompt_ids(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        config = self._generation_config(settings)
+        extra = {"tokenizer": self.tokenizer} if settings.stop else {}
+        results = [""] * len(prompts)
+        for number, start in enumerate(range(0, len(order), self.batch_size)):
+            indices = order[start : start + self.batch_size]
+            if all(i in skip for i in indices):
+                continue
+
+            def run(part: list[int], seed: int = settings.seed + number) -> list[str]:
+                torch.manual_seed(seed)
+                return self._generate_batch([encoded[i] for i in part], config, settings.stop, extra)
+
+            texts = _halving_on_oom(indices, run)
+            for i, text in zip(indices, texts, strict=True):
+                results[i] = text
+            if on_batch is not None:
+                on_batch(indices, texts)
+        return results
+
+    def _generate_batch(
+        self, ids: list[list[int]], config: GenerationConfig, stops: Sequence[str], extra: dict
+    ) -> list[str]:
+        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                generation_config=config,
+                **extra,
+            )
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [_cut_at_stop(t, stops) for t in texts]
+
+    # -- log-likelihood -----------------------------------------------------------------------------
+
+    def context_length(self) -> int | None:
+        config = self.model.config
+        return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+    def loglikelihood(
+        self,
+        texts: Sequence[str],
+        max_length: int | None = None,
+        stride: int | None = None,
+        prepend_bos: bool = True,
+    ) -> list[TokenLogLikelihood]:
+        """Summed NLL (nats) and scored-token count per text, sliding windows for long texts.
+
+        ``max_length`` defaults to the model context; ``stride`` (new tokens scored per window)
+        defaults to ``max_length``, i.e. windows do not overlap beyond the one token of context each
+        needs. With ``prepend_bos`` every text token is scored; without it the first one is context
+        only. An empty text scores 0 tokens with NLL 0. All windows of all texts are batched together.
+        """
+        limit = self.context_length()
+        max_length = max_length or limit
+        if max_length is None:
+            raise UserError(f"model {self.path!r} does not state its context length; set `max_length`")
+        if max_length < 2 or (limit is not None and max_length > limit):
+            raise UserError(f"max_length {max_length} must be between 2 and the model context ({limit})")
+        stride = stride or max_length
+        if stride < 1:
+            raise UserError(f"stride must be at least 1, got {stride}")
+        prefix = []
+        if prepend_bos:
+            start = self._start_id()
+            if start is None:
+                raise UserError(
+                    f"tokenizer of {self.path!r} has no bos or eos token; set `prepend_bos: false`"
+                )
+            prefix = [start]
+
+        windows: list[tuple[int, list[int], int]] = []
+        for number, text in enumerate(texts):
+            # verbose=False: texts longer than the context are expected here (sliding windows).
+            seq = prefix + self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            windows += [(number, ids, context) for ids, context in _windows(seq, max_length, stride)]
+        windows.sort(key=lambda w: -len(w[1]))
+
+        nll = [0.0] * len(texts)
+        tokens = [0] * len(texts)
+        for start in range(0, len(windows), self.batch_size):
+            batch = windows[start : start + self.batch_size]
+            for (number, ids, context), value in zip(batch, self._window_nll(batch), strict=True):
+                nll[number] += value
+                tokens[number] += len(ids) - context
+        return [TokenLogLikelihood(n, t) for n, t in zip(nll, tokens, strict=True)]
+
+    def _window_nll(self, batch: list[tuple[int, list[int], int]]) -> list[float]:
+        """NLL sum per window: right padding, labels -100 on padding and context-only positions."""
+        width = max(len(ids) for _, ids, _ in batch)
+        input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (_, ids, context) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, context : len(ids)] = torch.tensor(ids[context:])
+            mask[row, : len(ids)] = 1
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits
+            targets = labels[:, 1:].to(self.device)
+            sums = []
+            for row in range(len(batch)):  # one row at a time bounds the float32 copy of the logits
+                logp = torch.log_softmax(logits[row, :-1].float(), dim=-1)
+                picked = logp.gather(-1, targets[row].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                sums.append(-torch.where(targets[row] != -100, picked, 0.0).sum().item())
+        return sums
+
+    # -- provenance ---------------------------------------------------------------------------------
+
+    def _snapshot(self) -> tuple[Path | None, str | None]:
+        """Folder holding the weights, and the resolved commit for hub models."""
+        if self._local:
+            return self._folder, self.revision
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(self.path, "config.json", revision=self.revision)
+        if not isinstance(cached, str):
+            return None, self.revision
+        snapshot = Path(cached).parent
+        return snapshot, snapshot.name
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return sum(len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+
+    def describe(self) -> dict[str, str]:
+        """Provenance: the weights hash is sha256 over the weight files' bytes in sorted name order."""
+        folder, revision = self._snapshot()
+        if self._weights_sha256 is None:
+            files = _weight_files(folder) if folder is not None else []
+            self._weights_sha256 = _sha256_files(files) if files else "unknown"
+        return {
+            "model": self.path,
+            "revision": revision or "",
+            "weights_sha256": self._weights_sha256,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "context_length": str(self.context_length() or ""),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        }

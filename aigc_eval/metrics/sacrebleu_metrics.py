@@ -1,0 +1,216 @@
+"""BLEU, chrF, chrF++ and TER through sacrebleu's own code.
+
+Rows are sacrebleu's per-segment statistics (``_extract_corpus_statistics``)
+plus one last column with the sample's reference count; corpus scores come
+from sacrebleu's ``_aggregate_and_compute`` on those rows, so they equal
+``sacrebleu.corpus_*`` exactly and stay exact on any resampled row subset.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from sacrebleu import metrics as sb
+from sacrebleu.metrics.bleu import MAX_NGRAM_ORDER
+
+from aigc_eval.errors import UserError
+from aigc_eval.metrics.base import Metric, References, Score, check_aligned
+from aigc_eval.metrics.tokenize import is_cjk_language, primary_language
+
+# Extras to install for tokenizers whose dependencies are optional in sacrebleu.
+_TOKENIZER_EXTRAS = {"ja-mecab": "sacrebleu[ja]", "ko-mecab": "sacrebleu[ko]"}
+
+
+def reference_streams(references: References) -> list[list[str | None]]:
+    """Sample-major references -> sacrebleu's reference streams.
+
+    A sample with fewer references gets ``None`` in the missing streams, which
+    sacrebleu drops per segment (its own convention for variable reference counts).
+    """
+    width = max((len(refs) for refs in references), default=0)
+    return [[refs[j] if j < len(refs) else None for refs in references] for j in range(width)]
+
+
+def nrefs_label(counts: np.ndarray) -> int | str:
+    """sacrebleu's ``nrefs`` value: the count when all samples agree, else ``var``."""
+    distinct = np.unique(counts)
+    return int(distinct[0]) if len(distinct) == 1 else "var"
+
+
+class _SacreMetric(Metric):
+    """Shared row handling for the sacrebleu-backed metrics."""
+
+    higher_is_better: ClassVar[bool] = True
+    _dtype: ClassVar[type] = np.int64  # sacrebleu's counts; TER's averaged lengths need float
+    _corpus: Any  # the sacrebleu metric object for corpus scores
+    _sentence: Any  # the one for per-sample scores (BLEU needs effective order there)
+    _nrefs: int | str | None = None
+
+    @abstractmethod
+    def _width(self) -> int:
+        """Number of sacrebleu statistics per segment (to shape an empty input)."""
+
+    def _details(self, score: Any) -> dict[str, float]:
+        return {}
+
+    def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
+        check_aligned(predictions, references)
+        if not predictions:
+            return np.zeros((0, self._width() + 1), dtype=self._dtype)
+        rows = self._corpus._extract_corpus_statistics(list(predictions), reference_streams(references))
+        counts = [len(refs) for refs in references]
+        stats = np.array([[*row, n] for row, n in zip(rows, counts, strict=True)], dtype=self._dtype)
+        self._nrefs = nrefs_label(stats[:, -1])
+        return stats
+
+    def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
+        if len(stats) == 0:
+            raise ValueError(f"{self.name}: no samples to aggregate")
+        self._nrefs = nrefs_label(stats[:, -1])
+        # sacrebleu sums the rows itself (sequential Python sums, as in corpus_score).
+        score = self._corpus._aggregate_and_compute(stats[:, :-1].tolist())
+        output = self.outputs[0]
+        return {
+            output: Score(
+                name=output,
+                score=float(score.score),
+                signature=self.signature(),
+                higher_is_better=self.higher_is_better,
+                details=self._details(score),
+            )
+        }
+
+    def sample_scores(self, stats: np.ndarray) -> dict[str, list[float]]:
+        return {
+            self.outputs[0]: [
+                float(self._sentence._compute_score_from_stats(row).score) for row in stats[:, :-1].tolist()
+            ]
+        }
+
+    def signature(self) -> str:
+        """sacrebleu's signature string, with ``nrefs`` of the data scored last."""
+        if self._nrefs is None:
+            raise ValueError(f"{self.name}: the number of references is unknown until data is scored")
+        self._corpus.num_refs = -1 if self._nrefs == "var" else self._nrefs
+        return self._corpus.get_signature().format()
+
+
+class BLEU(_SacreMetric):
+    """sacrebleu BLEU; per-sample scores are ``sentence_bleu`` (effective order)."""
+
+    name = "bleu"
+    outputs = ("bleu",)
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        tokenize: str | None = None  # None: chosen from the language, 13a by default
+        lowercase: bool = False
+        smooth_method: Literal["exp", "floor", "add-k", "none"] = "exp"
+        smooth_value: float | None = None
+        max_ngram_order: int = Field(MAX_NGRAM_ORDER, ge=1)
+        effective_order: bool = False
+
+    def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
+        self.options = options or self.Options()
+        self.tokenize = self._choose_tokenizer(self.options.tokenize, lang)
+        kwargs = self.options.model_dump(exclude={"tokenize", "effective_order"})
+        try:
+            self._corpus = sb.BLEU(
+                tokenize=self.tokenize, effective_order=self.options.effective_order, **kwargs
+            )
+        except (ImportError, RuntimeError, OSError) as exc:
+            extra = _TOKENIZER_EXTRAS.get(self.tokenize)
+            fix = f'pip install "{extra}"' if extra else "install its dependencies"
+            raise UserError(
+                f"bleu: tokenize {self.tokenize!r} cannot be loaded ({str(exc).strip()}); "
+                f"{fix}, or set the bleu option `tokenize` to another tokenizer, e.g. 'char' or '13a'"
+            ) from exc
+        self._sentence = sb.BLEU(tokenize=self.tokenize, effective_order=True, **kwargs)
+
+    @staticmethod
+    def _choose_tokenizer(tokenize: str | None, lang: str | None) -> str:
+        """sacrebleu's choice for a target language (zh, ja-mecab, ko-mecab, else 13a)."""
+        if tokenize is None:
+            return sb.BLEU._TOKENIZER_MAP.get(primary_language(lang) or "", sb.BLEU.TOKENIZER_DEFAULT)
+        if tokenize not in sb.BLEU.TOKENIZERS:
+            valid = ", ".join(sorted(sb.BLEU.TOKENIZERS))
+            raise UserError(
+                f"bleu: unknown tokenize {tokenize!r}; set the option `tokenize` to one of: {valid}"
+            )
+        return tokenize
+
+    def _width(self) -> int:
+        return 2 + 2 * self.options.max_ngram_order
+
+    def _details(self, score: Any) -> dict[str, float]:
+        precisions = {f"p{n}": float(p) for n, p in enumerate(score.precisions, start=1)}
+        return {"bp": float(score.bp), "sys_len": score.sys_len, "ref_len": score.ref_len, **precisions}
+
+
+class CHRF(_SacreMetric):
+    """sacrebleu chrF (character n-gram F-score, beta 2)."""
+
+    name = "chrf"
+    outputs = ("chrf",)
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        char_order: int = Field(sb.CHRF.CHAR_ORDER, ge=1)
+        word_order: int = Field(sb.CHRF.WORD_ORDER, ge=0)
+        beta: int = Field(sb.CHRF.BETA, ge=0)
+        lowercase: bool = False
+        whitespace: bool = False
+        eps_smoothing: bool = False
+
+    def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
+        self.options = options or self.Options()
+        self._corpus = self._sentence = sb.CHRF(**self.options.model_dump())
+
+    def _width(self) -> int:
+        return 3 * (self.options.char_order + self.options.word_order)
+
+
+class CHRFPlusPlus(CHRF):
+    """chrF++: chrF plus word unigrams and bigrams (``word_order=2``)."""
+
+    name = "chrf++"
+    outputs = ("chrf++",)
+
+    class Options(CHRF.Options):
+        word_order: int = Field(2, ge=0)
+
+
+class TER(_SacreMetric):
+    """sacrebleu TER (translation edit rate, lower is better)."""
+
+    name = "ter"
+    outputs = ("ter",)
+    higher_is_better = False
+    _dtype = np.float64
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        normalized: bool = False
+        no_punct: bool = False
+        asian_support: bool | None = None  # None: on for zh/ja/ko
+        case_sensitive: bool = False
+
+    def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
+        self.options = options or self.Options()
+        kwargs = self.options.model_dump()
+        if kwargs["asian_support"] is None:
+            kwargs["asian_support"] = is_cjk_language(lang)
+        self._corpus = self._sentence = sb.TER(**kwargs)
+
+    def _width(self) -> int:
+        return 2
+
+    def _details(self, score: Any) -> dict[str, float]:
+        return {"num_edits": score.num_edits, "ref_length": float(score.ref_length)}
