@@ -100,6 +100,12 @@ class BackendPool:
         local = self._base_dir / path
         return str(local.resolve()) if local.exists() else path
 
+    def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Metric options naming files (an evaluate ``module``) resolve against the suite folder."""
+        if isinstance(options.get("module"), str):
+            return {**options, "module": self.resolve_path(options["module"])}
+        return options
+
     def get(self, row: ModelRow) -> Backend:
         key = row.load_key()
         if key not in self._loaded:
@@ -201,7 +207,7 @@ def score_row_task(
     for index, spec in enumerate(suite.metrics):
         where = f"metrics[{index}]"
         scorer = pool.scorer(spec, row, where) if spec.name in MODEL_METRICS else None
-        metric = build_metric(spec.name, spec.options, lang=data.lang, scorer=scorer)
+        metric = build_metric(spec.name, pool.resolve_options(spec.options), lang=data.lang, scorer=scorer)
         stats = metric.sample_stats(predictions, references)
         for name, score in metric.aggregate(stats).items():
             if name in scores:

@@ -68,7 +68,9 @@ class Perplexity(Metric):
 
     def sample_scores(self, stats: np.ndarray) -> dict[str, list[float]]:
         return {
-            self.outputs[0]: [math.exp(row[NLL] / row[TOKENS]) if row[TOKENS] > 0 else math.nan for row in stats]
+            self.outputs[0]: [
+                math.exp(row[NLL] / row[TOKENS]) if row[TOKENS] > 0 else math.nan for row in stats
+            ]
         }
 
     def signature(self) -> str:

@@ -10,12 +10,13 @@ from aigc_eval.backends.base import Backend
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.base import Metric
 from aigc_eval.metrics.descriptors import Descriptors
+from aigc_eval.metrics.evaluate_module import EvaluateMetric
 from aigc_eval.metrics.perplexity import Perplexity
 from aigc_eval.metrics.rouge import ROUGE
 from aigc_eval.metrics.sacrebleu_metrics import BLEU, CHRF, TER, CHRFPlusPlus
 
 _METRICS: dict[str, type[Metric]] = {
-    cls.name: cls for cls in (BLEU, CHRF, CHRFPlusPlus, TER, ROUGE, Descriptors, Perplexity)
+    cls.name: cls for cls in (BLEU, CHRF, CHRFPlusPlus, TER, ROUGE, Descriptors, Perplexity, EvaluateMetric)
 }
 
 # Metrics that need a model to score text (the runner supplies it).
