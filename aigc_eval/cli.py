@@ -7,7 +7,9 @@ suite, file, option) — printed as one message, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--device", default="auto", help="device of the scoring model")
     score.add_argument("--json", action="store_true", help="print one JSON object keyed by metric output")
     return parser
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bar and messages replace transformers' loading bars and advisories."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules or importlib.util.find_spec("transformers"):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be a positive number of examples")
+    _quiet_libraries()
     with _progress_bars(not args.quiet and sys.stderr.isatty()) as progress:
         run_dir = run_suite(
             args.suite,
@@ -136,6 +150,7 @@ def _score(args: argparse.Namespace) -> int:
             raise UserError("--metric perplexity needs --model PATH (a local model folder or hub id)")
         from aigc_eval.backends import create_backend
 
+        _quiet_libraries()
         scorer = create_backend("hf", path=args.model, device=args.device, dtype="float32")
     out: dict[str, dict[str, object]] = {}
     for name in args.metric:

@@ -63,7 +63,7 @@ def _write_suite(folder: Path, **overrides) -> Path:
             "bleu",
             "chrf",
             {"name": "rouge", "rouge_types": ["rouge1", "rougeL"]},
-            {"name": "perplexity", "on": "references"},
+            {"name": "perplexity", "target": "references"},
         ],
         **overrides,
     }

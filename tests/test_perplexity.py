@@ -80,7 +80,7 @@ def test_sample_scores_and_empty_texts(scorer: HFBackend) -> None:
 
 
 def test_scores_first_reference_when_asked(scorer: HFBackend) -> None:
-    metric = Perplexity(scorer, Perplexity.Options(on="references"))
+    metric = Perplexity(scorer, Perplexity.Options(target="references"))
     stats = metric.sample_stats(["ignored", "also ignored"], [[TEXTS[0], "x"], [TEXTS[1]]])
     expected = Perplexity(scorer).sample_stats(TEXTS[:2], [[""]] * 2)
     np.testing.assert_allclose(stats, expected)
@@ -112,6 +112,6 @@ def test_options_reject_unknown_and_bad_values() -> None:
     with pytest.raises(ValidationError):
         Perplexity.Options(windw=32)
     with pytest.raises(ValidationError):
-        Perplexity.Options(on="prompts")
+        Perplexity.Options(target="prompts")
     with pytest.raises(ValidationError):
         Perplexity.Options(max_length=1)

@@ -31,7 +31,7 @@ class Perplexity(Metric):
         model_config = ConfigDict(extra="forbid")
 
         model: str | None = None  # which model scores; the runner resolves it to ``scorer``
-        on: Literal["predictions", "references"] = "predictions"
+        target: Literal["predictions", "references"] = "predictions"  # `on` would be a YAML boolean
         max_length: int | None = Field(default=None, ge=2)
         stride: int | None = Field(default=None, ge=1)
         prepend_bos: bool = True
@@ -41,10 +41,10 @@ class Perplexity(Metric):
         self.scorer = scorer
         self.options = options or self.Options()
         # Two perplexity entries (references and predictions) can sit in one suite.
-        self.outputs = ("ref_perplexity",) if self.options.on == "references" else ("perplexity",)
+        self.outputs = ("ref_perplexity",) if self.options.target == "references" else ("perplexity",)
 
     def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
-        if self.options.on == "references":
+        if self.options.target == "references":
             check_aligned(predictions, references)
             texts = [refs[0] for refs in references]
         else:
