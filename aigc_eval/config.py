@@ -110,10 +110,42 @@ class MetricSpec(_Strict):
         return self.name
 
 
+class Intervals(_Strict):
+    """Bootstrap confidence intervals on every corpus score (sacrebleu's method and default seed)."""
+
+    n_resamples: int = Field(1000, ge=0)  # 0 turns intervals off
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 12345
+
+
+class RegressionRule(_Strict):
+    """When a metric counts as regressed: worse by more than ``min_delta`` and significant."""
+
+    metric: str = "*"  # an output name (bleu, rouge1, ref_perplexity, ...) or * for all
+    task: str = "*"
+    higher_is_better: bool | None = None  # None: the metric's own direction
+    min_delta: float = Field(0.0, ge=0)
+    relative: bool = False  # min_delta as a fraction of the baseline value
+    alpha: float | None = Field(None, gt=0, lt=1)  # None: the section's alpha
+
+
+class Regression(_Strict):
+    """The CI gate: paired tests per task × metric, corrected across the comparison."""
+
+    alpha: float = Field(0.05, gt=0, lt=1)
+    test: Literal["ar", "bootstrap"] = "ar"  # paired approximate randomization or paired bootstrap
+    n_trials: int | None = Field(None, ge=1)  # default: 10,000 for ar, 1,000 for bootstrap
+    seed: int = 12345
+    correction: Literal["holm", "bh", "none"] = "holm"
+    rules: list[RegressionRule] = Field(default_factory=lambda: [RegressionRule()])
+
+
 class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
     seed: int = 0
+    intervals: Intervals = Field(default_factory=Intervals)
+    regression: Regression = Field(default_factory=Regression)
     models: list[ModelRow] = Field(min_length=1)
     tasks: list[Task] = Field(min_length=1)
     metrics: list[MetricSpec] = Field(min_length=1)

@@ -23,6 +23,7 @@ from aigc_eval.errors import UserError
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.jsonl"
+STATS_FILE = "stats.jsonl"  # per-sample sufficient statistics: what intervals and paired tests resample
 MANIFEST_FILE = "run.json"
 GENERATIONS_DIR = "generations"
 

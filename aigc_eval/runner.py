@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from aigc_eval.backends import create_backend
@@ -31,6 +32,7 @@ from aigc_eval.results import (
     RESULTS_FILE,
     SAMPLES_FILE,
     SCHEMA_VERSION,
+    STATS_FILE,
     GenerationLog,
     environment,
     new_run_dir,
@@ -39,6 +41,7 @@ from aigc_eval.results import (
     write_json,
     write_jsonl,
 )
+from aigc_eval.scoring import aggregate_with_intervals
 
 # (description, total) -> advance(n) callable; lets the CLI show a progress bar.
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -55,6 +58,7 @@ class RowTaskOutcome:
     predictions: list[str]
     scores: dict[str, Score] = field(default_factory=dict)
     sample_scores: dict[str, list[float]] = field(default_factory=dict)
+    stats: list[np.ndarray] = field(default_factory=list)  # per metric entry, aligned with suite.metrics
     timing: dict[str, float] = field(default_factory=dict)
 
 
@@ -72,13 +76,21 @@ class MemoizedScorer:
         max_length: int | None = None,
         stride: int | None = None,
         prepend_bos: bool = True,
+        contexts: Sequence[str] | None = None,
     ) -> list[TokenLogLikelihood]:
         options = (max_length, stride, prepend_bos)
-        missing = list(dict.fromkeys(t for t in texts if (t, *options) not in self._memo))
+        keys = [(t, contexts[i] if contexts else None, *options) for i, t in enumerate(texts)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._memo))
         if missing:
-            fresh = self._backend.loglikelihood(missing, max_length, stride, prepend_bos)
-            self._memo.update({(t, *options): value for t, value in zip(missing, fresh, strict=True)})
-        return [self._memo[(t, *options)] for t in texts]
+            fresh = self._backend.loglikelihood(
+                [k[0] for k in missing],
+                max_length,
+                stride,
+                prepend_bos,
+                contexts=[k[1] for k in missing] if contexts else None,
+            )
+            self._memo.update(zip(missing, fresh, strict=True))
+        return [self._memo[k] for k in keys]
 
     def describe(self) -> dict[str, str]:
         return self._backend.describe()
@@ -200,16 +212,29 @@ def generate_for(
 
 def score_row_task(
     pool: BackendPool, suite: Suite, row: ModelRow, data: TaskData, predictions: list[str]
-) -> tuple[dict[str, Score], dict[str, list[float]]]:
+) -> tuple[dict[str, Score], dict[str, list[float]], list[np.ndarray]]:
+    """Scores (with intervals), per-sample scores, and each metric's stats rows (kept for compare)."""
     references = [list(e.references) for e in data.examples]
     scores: dict[str, Score] = {}
     per_sample: dict[str, list[float]] = {}
+    all_stats = []
+    intervals = suite.intervals
     for index, spec in enumerate(suite.metrics):
         where = f"metrics[{index}]"
         scorer = pool.scorer(spec, row, where) if spec.name in MODEL_METRICS else None
-        metric = build_metric(spec.name, pool.resolve_options(spec.options), lang=data.lang, scorer=scorer)
+        metric = build_metric(
+            spec.name,
+            pool.resolve_options(spec.options),
+            lang=data.lang,
+            scorer=scorer,
+            prompts=[e.prompt for e in data.examples],
+        )
         stats = metric.sample_stats(predictions, references)
-        for name, score in metric.aggregate(stats).items():
+        all_stats.append(stats)
+        aggregated = aggregate_with_intervals(
+            metric, stats, intervals.n_resamples, intervals.confidence, intervals.seed
+        )
+        for name, score in aggregated.items():
             if name in scores:
                 raise UserError(
                     f"{where}: {name!r} is computed twice for task {data.task.name!r}; "
@@ -217,7 +242,7 @@ def score_row_task(
                 )
             scores[name] = score
         per_sample.update(metric.sample_scores(stats))
-    return scores, per_sample
+    return scores, per_sample, all_stats
 
 
 def _last_uses(suite: Suite) -> dict[tuple[Any, ...], int]:
@@ -276,10 +301,10 @@ def run_suite(
             for data in tasks:
                 predictions, timing = generate_for(backend, row, data, run_dir, progress)
                 started = time.perf_counter()
-                scores, per_sample = score_row_task(pool, suite, row, data, predictions)
+                scores, per_sample, stats = score_row_task(pool, suite, row, data, predictions)
                 timing["scoring_s"] = round(time.perf_counter() - started, 4)
                 outcomes.append(
-                    RowTaskOutcome(row.name, data.task.name, predictions, scores, per_sample, timing)
+                    RowTaskOutcome(row.name, data.task.name, predictions, scores, per_sample, stats, timing)
                 )
             pool.release_unused({key for key, last in last_use.items() if last > index})
 
@@ -380,7 +405,22 @@ def write_run_outputs(
         for o in outcomes
         for i, (example, prediction) in enumerate(zip(by_task[o.task].examples, o.predictions, strict=True))
     )
+    stats_rows = (
+        {
+            "model": o.model,
+            "task": o.task,
+            "metric_index": index,
+            "metric": spec.name,
+            "options": spec.options,
+            "lang": by_task[o.task].lang,
+            "ids": [e.id for e in by_task[o.task].examples],
+            "rows": rows.tolist(),
+        }
+        for o in outcomes
+        for index, (spec, rows) in enumerate(zip(suite.metrics, o.stats, strict=True))
+    )
     write_jsonl(run_dir / SAMPLES_FILE, samples)
+    write_jsonl(run_dir / STATS_FILE, stats_rows)
     write_json(run_dir / RESULTS_FILE, results)
     write_atomic(run_dir / "table.md", to_markdown(results))
     write_atomic(run_dir / "table.csv", to_csv(results))

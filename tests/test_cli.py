@@ -104,10 +104,14 @@ def test_run_writes_run_folder_with_reference_equal_scores(tmp_path: Path, capsy
         f1 = [scorer.score(r, h)["rouge1"].fmeasure for h, r in zip(hyps, refs, strict=True)]
         assert metrics["rouge1"]["score"] == pytest.approx(sum(f1) / len(f1), abs=1e-12)
         assert metrics["ref_perplexity"]["score"] > 1
+        for value in metrics.values():  # seeded bootstrap interval on every score
+            ci = value["ci"]
+            assert ci["seed"] == 12345 and ci["n_resamples"] == 1000 and ci["confidence"] == 0.95
+            assert ci["low"] <= value["score"] <= ci["high"]
         assert entry["timing"]["tokens_per_s"] > 0
     # The comparison table shows one row per model setting, scores as in results.json.
     table = (run_dir / "table.csv").read_text().splitlines()
-    assert table[0].startswith("model,en/bleu,en/chrf")
+    assert table[0].startswith("model,en/bleu,en/bleu ci_low,en/bleu ci_high,en/chrf")
     assert table[1].startswith("greedy,") and table[2].startswith("sample,")
     printed = capsys.readouterr().out
     assert "task: zh" in printed and str(run_dir) in printed

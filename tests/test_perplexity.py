@@ -101,7 +101,7 @@ def test_signature(scorer: HFBackend, tiny_lm_dir: Path) -> None:
     sha = scorer.describe()["weights_sha256"]
     ver = transformers.__version__
     assert Perplexity(scorer).signature() == (
-        f"ppl|model:{tiny_lm_dir}|weights:{sha[:12]}|window:64|stride:64|bos:yes"
+        f"ppl|model:{tiny_lm_dir}|weights:{sha[:12]}|window:64|stride:64|bos:yes|context:none"
         f"|agg:token-weighted|transformers:{ver}"
     )
     options = Perplexity.Options(max_length=32, stride=8, prepend_bos=False)
@@ -115,3 +115,37 @@ def test_options_reject_unknown_and_bad_values() -> None:
         Perplexity.Options(target="prompts")
     with pytest.raises(ValidationError):
         Perplexity.Options(max_length=1)
+
+
+def _conditional_reference(scorer: HFBackend, context: str, text: str) -> tuple[float, int]:
+    """NLL of the tokens of ``context + text`` after the context's own tokens, one forward each."""
+    ids = scorer.tokenizer
+    whole = [ids.bos_token_id, *ids(context + text, add_special_tokens=False)["input_ids"]]
+    first = 1 + len(ids(context, add_special_tokens=False)["input_ids"])
+    nll = 0.0
+    with torch.no_grad():
+        for t in range(first, len(whole)):
+            logits = scorer.model(torch.tensor([whole[:t]])).logits[0, -1]
+            nll -= torch.log_softmax(logits.double(), dim=-1)[whole[t]].item()
+    return nll, len(whole) - first
+
+
+def test_context_prompt_scores_only_the_continuation(scorer: HFBackend) -> None:
+    prompts = ["The cat reads", "今天天气", "My friend remembers the morning light, and the old teacher paints "]
+    refs = ["a long letter.", "很好。", "the quiet city every day."]
+    metric = Perplexity(scorer, Perplexity.Options(target="references", context="prompt"), prompts=prompts)
+    stats = metric.sample_stats(["x"] * 3, [[r] for r in refs])
+    # A space is put between an English prompt and its reference; the trailing space of the third
+    # prompt moves onto the scored text, as lm-eval does.
+    expected = [
+        _conditional_reference(scorer, "The cat reads", " a long letter."),
+        _conditional_reference(scorer, "今天天气", " 很好。"),
+        _conditional_reference(scorer, prompts[2].rstrip(), " the quiet city every day."),
+    ]
+    for row, (nll, tokens) in zip(stats, expected, strict=True):
+        assert row[0] == pytest.approx(nll, rel=1e-4) and row[1] == tokens
+    zh_options = Perplexity.Options(target="references", context="prompt")
+    zh = Perplexity(scorer, zh_options, lang="zh", prompts=prompts[:1])
+    row = zh.sample_stats(["x"], [["很好。"]])[0]  # CJK: no delimiter
+    assert row[0] == pytest.approx(_conditional_reference(scorer, "The cat reads", "很好。")[0], rel=1e-4)
+    assert "context:prompt" in metric.aggregate(stats)["ref_perplexity"].signature

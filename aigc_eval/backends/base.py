@@ -58,11 +58,13 @@ class Backend(Protocol):
         max_length: int | None = None,
         stride: int | None = None,
         prepend_bos: bool = True,
+        contexts: Sequence[str] | None = None,
     ) -> list[TokenLogLikelihood]:
         """Per-text NLL sums and scored-token counts, sliding-window for long texts.
 
         With ``prepend_bos`` the BOS (or EOS) token is put before each text so its
-        first token is scored too; pad tokens are never scored.
+        first token is scored too; pad tokens are never scored. ``contexts`` (one per
+        text) condition the texts without being scored.
         """
 
     def count_tokens(self, texts: Sequence[str]) -> int:

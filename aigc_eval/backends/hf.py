@@ -82,8 +82,11 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
-def _windows(seq: list[int], max_length: int, stride: int) -> list[tuple[list[int], int]]:
-    """Split ``seq`` into (window ids, leading context-only positions); positions 1.. are each scored once.
+def _windows(
+    seq: list[int], max_length: int, stride: int, first_scored: int = 1
+) -> list[tuple[list[int], int]]:
+    """Split ``seq`` into (window ids, leading context-only positions); positions ``first_scored``..
+    are each scored once (earlier positions are BOS or a conditioning context).
 
     A window ends ``stride`` tokens after the previous one and holds the last ``max_length``
     tokens up to that end, so every scored token sees as much left context as the window allows.
@@ -92,7 +95,8 @@ def _windows(seq: list[int], max_length: int, stride: int) -> list[tuple[list[in
     """
     step = min(stride, max_length - 1)
     windows = []
-    scored_until, end = 1, min(max_length, len(seq))
+    scored_until = first_scored
+    end = min(max(first_scored + step, max_length), len(seq))
     while scored_until < len(seq):
         begin = max(0, end - max_length)
         windows.append((seq[begin:end], scored_until - begin))
@@ -267,6 +271,7 @@ class HFBackend:
         max_length: int | None = None,
         stride: int | None = None,
         prepend_bos: bool = True,
+        contexts: Sequence[str] | None = None,
     ) -> list[TokenLogLikelihood]:
         """Summed NLL (nats) and scored-token count per text, sliding windows for long texts.
 
@@ -274,6 +279,9 @@ class HFBackend:
         defaults to ``max_length``, i.e. windows do not overlap beyond the one token of context each
         needs. With ``prepend_bos`` every text token is scored; without it the first one is context
         only. An empty text scores 0 tokens with NLL 0. All windows of all texts are batched together.
+        ``contexts`` (one per text) condition each text without being scored: the text is
+        tokenized as the tail of ``context + text`` (lm-eval's convention), so token boundaries
+        match what the model would generate.
         """
         limit = self.context_length()
         max_length = max_length or limit
@@ -295,9 +303,10 @@ class HFBackend:
 
         windows: list[tuple[int, list[int], int]] = []
         for number, text in enumerate(texts):
-            # verbose=False: texts longer than the context are expected here (sliding windows).
-            seq = prefix + self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-            windows += [(number, ids, context) for ids, context in _windows(seq, max_length, stride)]
+            context = contexts[number] if contexts else ""
+            seq = prefix + self._encode(context + text)
+            first = max(1, len(prefix) + len(self._encode(context)))
+            windows += [(number, ids, ctx) for ids, ctx in _windows(seq, max_length, stride, first)]
         windows.sort(key=lambda w: -len(w[1]))
 
         nll = [0.0] * len(texts)
@@ -344,6 +353,10 @@ class HFBackend:
             return None, self.revision
         snapshot = Path(cached).parent
         return snapshot, snapshot.name
+
+    def _encode(self, text: str) -> list[int]:
+        # verbose=False: texts longer than the context are expected here (sliding windows).
+        return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         return sum(len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])

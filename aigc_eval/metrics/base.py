@@ -30,14 +30,19 @@ class Score:
     signature: str
     higher_is_better: bool | None = True  # None: a descriptor with no better direction
     details: dict[str, float] = field(default_factory=dict)
+    # Bootstrap confidence interval (low, high, mean, half_width, confidence, n_resamples, seed, method).
+    interval: dict[str, float | int | str] | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "score": self.score,
             "signature": self.signature,
             "higher_is_better": self.higher_is_better,
             **self.details,
         }
+        if self.interval is not None:
+            out["ci"] = self.interval
+        return out
 
 
 class Metric(ABC):
@@ -49,6 +54,11 @@ class Metric(ABC):
 
     name: str
     outputs: tuple[str, ...]
+    # The aggregate depends only on the column sums of the rows (BLEU, chrF, TER,
+    # perplexity): resampling can then sum rows with one matrix product.
+    additive: bool = False
+    # False where re-aggregating a thousand resamples is unreasonably slow (evaluate modules).
+    resamplable: bool = True
 
     @abstractmethod
     def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:

@@ -25,7 +25,7 @@ def _ngrams(tokens: list[str], n: int) -> tuple[tuple[str, ...], ...]:
 def _distinct(ngram_lists: Sequence[tuple[tuple[str, ...], ...]]) -> tuple[float, int, int]:
     """Distinct-n (Li et al. 2016): unique n-grams / all n-grams, pooled over the lists."""
     total = sum(len(grams) for grams in ngram_lists)
-    unique = len({g for grams in ngram_lists for g in grams})
+    unique = len({tuple(g) for grams in ngram_lists for g in grams})  # tuple(): rows read back from JSON
     return (unique / total if total else 0.0), unique, total
 
 

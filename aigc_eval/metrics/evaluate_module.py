@@ -23,6 +23,7 @@ from aigc_eval.metrics.base import Metric, References, Score, check_aligned
 class EvaluateMetric(Metric):
     name = "evaluate"
     outputs = ()
+    resamplable = False  # each aggregate is a full module.compute() call
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -10,7 +10,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from aigc_eval.backends.base import Backend
+from aigc_eval.errors import UserError
 from aigc_eval.metrics.base import Metric, References, Score, check_aligned
+from aigc_eval.metrics.tokenize import is_cjk_language
 
 NLL, TOKENS, BYTES = 0, 1, 2
 
@@ -26,6 +28,7 @@ class Perplexity(Metric):
     name = "perplexity"
     outputs = ("perplexity",)
     higher_is_better = False
+    additive = True
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -35,11 +38,26 @@ class Perplexity(Metric):
         max_length: int | None = Field(default=None, ge=2)
         stride: int | None = Field(default=None, ge=1)
         prepend_bos: bool = True
+        # `prompt`: score each text as the continuation of its prompt (conditional perplexity,
+        # lm-eval's loglikelihood convention); the prompt itself is never scored.
+        context: Literal["none", "prompt"] = "none"
+        # Put between prompt and text when neither has whitespace there; None: " " except for CJK.
+        delimiter: str | None = None
 
-    def __init__(self, scorer: Backend, options: Options | None = None, lang: str | None = None) -> None:
-        """``lang`` is accepted like every metric's, but perplexity does not depend on it."""
+    def __init__(
+        self,
+        scorer: Backend,
+        options: Options | None = None,
+        lang: str | None = None,
+        prompts: Sequence[str] | None = None,
+    ) -> None:
         self.scorer = scorer
         self.options = options or self.Options()
+        self.prompts = prompts
+        if self.options.context == "prompt" and prompts is None:
+            raise UserError("perplexity with context: prompt needs the prompts; use it in a suite task")
+        default = "" if is_cjk_language(lang) else " "
+        self.delimiter = default if self.options.delimiter is None else self.options.delimiter
         # Two perplexity entries (references and predictions) can sit in one suite.
         self.outputs = ("ref_perplexity",) if self.options.target == "references" else ("perplexity",)
 
@@ -49,14 +67,29 @@ class Perplexity(Metric):
             texts = [refs[0] for refs in references]
         else:
             texts = list(predictions)
+        contexts = None
+        if self.options.context == "prompt":
+            pairs = [self._split(prompt, text) for prompt, text in zip(self.prompts, texts, strict=True)]
+            contexts, texts = [c for c, _ in pairs], [t for _, t in pairs]
         scored = self.scorer.loglikelihood(
             texts,
             max_length=self.options.max_length,
             stride=self.options.stride,
             prepend_bos=self.options.prepend_bos,
+            contexts=contexts,
         )
         rows = [[s.nll, s.tokens, len(t.encode("utf-8"))] for s, t in zip(scored, texts, strict=True)]
         return np.array(rows, dtype=np.float64).reshape(len(texts), 3)
+
+    def _split(self, prompt: str, text: str) -> tuple[str, str]:
+        """(context, scored text): trailing spaces move from the prompt to the text, as lm-eval
+        does, because BPE tokenizers attach a space to the word after it; the delimiter goes
+        where prompt and text would otherwise run together."""
+        context = prompt.rstrip(" ")
+        moved = prompt[len(context) :]
+        if not moved and context and text and not text[0].isspace():
+            moved = self.delimiter
+        return context, moved + text
 
     def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
         nll, tokens, size = (float(x) for x in stats.sum(axis=0)) if len(stats) else (0.0, 0.0, 0.0)
@@ -80,6 +113,6 @@ class Perplexity(Metric):
         bos = "yes" if self.options.prepend_bos else "no"
         return (
             f"ppl|model:{info.get('model', '?')}|weights:{info.get('weights_sha256', 'unknown')[:12]}"
-            f"|window:{window}|stride:{stride}|bos:{bos}|agg:token-weighted"
+            f"|window:{window}|stride:{stride}|bos:{bos}|context:{self.options.context}|agg:token-weighted"
             f"|transformers:{info.get('transformers', '?')}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -39,13 +40,18 @@ def options_model(name: str) -> type[BaseModel]:
 
 
 def build_metric(
-    name: str, options: dict[str, Any] | None = None, lang: str | None = None, scorer: Backend | None = None
+    name: str,
+    options: dict[str, Any] | None = None,
+    lang: str | None = None,
+    scorer: Backend | None = None,
+    prompts: Sequence[str] | None = None,
 ) -> Metric:
-    """Instantiate a metric from its name and (already validated) options."""
+    """Instantiate a metric from its name and options; model metrics also get the scorer and
+    the prompts (to condition on them when asked)."""
     cls = metric_class(name)
     parsed = options_model(name).model_validate(options or {})
     if name in MODEL_METRICS:
         if scorer is None:
             raise UserError(f"metric {name!r} needs a scoring model; give one with --model PATH")
-        return cls(scorer, parsed, lang=lang)  # type: ignore[call-arg]
+        return cls(scorer, parsed, lang=lang, prompts=prompts)  # type: ignore[call-arg]
     return cls(parsed, lang=lang)  # type: ignore[call-arg]

@@ -44,6 +44,8 @@ def nrefs_label(counts: np.ndarray) -> int | str:
 class _SacreMetric(Metric):
     """Shared row handling for the sacrebleu-backed metrics."""
 
+    additive = True
+
     higher_is_better: ClassVar[bool] = True
     _dtype: ClassVar[type] = np.int64  # sacrebleu's counts; TER's averaged lengths need float
     _corpus: Any  # the sacrebleu metric object for corpus scores

@@ -10,13 +10,18 @@ import pandas as pd
 _ARROWS = {True: " ↑", False: " ↓", None: ""}
 
 
-def comparison_frame(results: dict[str, Any]) -> pd.DataFrame:
-    """Scores as numbers: index = model rows (suite order), columns = 'task/metric'."""
+def comparison_frame(results: dict[str, Any], intervals: bool = False) -> pd.DataFrame:
+    """Scores as numbers: index = model rows (suite order), columns = 'task/metric'
+    (plus 'task/metric ci_low' and 'ci_high' when ``intervals``)."""
     rows: dict[str, dict[str, float]] = {}
     for entry in results["results"]:
         row = rows.setdefault(entry["model"], {})
         for metric, value in entry["metrics"].items():
-            row[f"{entry['task']}/{metric}"] = value["score"]
+            column = f"{entry['task']}/{metric}"
+            row[column] = value["score"]
+            if intervals and value.get("ci"):
+                row[f"{column} ci_low"] = value["ci"]["low"]
+                row[f"{column} ci_high"] = value["ci"]["high"]
     order = [m["name"] for m in results["suite"]["models"] if m["name"] in rows]
     frame = pd.DataFrame.from_dict(rows, orient="index").reindex(order)
     frame.index.name = "model"
@@ -34,18 +39,30 @@ def format_score(value: float | None) -> str:
     return f"{value:.4f}"
 
 
+def _cell(value: dict[str, Any] | None) -> str:
+    """'31.20 ± 0.80': the score and the half-width of its bootstrap interval, as sacrebleu prints."""
+    if value is None:
+        return ""
+    text = format_score(value["score"])
+    ci = value.get("ci")
+    if ci and not math.isnan(ci["half_width"]):
+        text += f" ± {format_score(ci['half_width'])}"
+    return text
+
+
 def task_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """Per task, the table as people read it: formatted scores, direction arrows in headers."""
+    """Per task, the table as people read it: scores ± CI, direction arrows in headers."""
     frame = comparison_frame(results)
-    directions = {
-        f"{e['task']}/{metric}": value.get("higher_is_better")
-        for e in results["results"]
-        for metric, value in e["metrics"].items()
+    values = {
+        (e["model"], f"{e['task']}/{m}"): v for e in results["results"] for m, v in e["metrics"].items()
     }
+    directions = {column: value.get("higher_is_better") for (_, column), value in values.items()}
     tables: dict[str, pd.DataFrame] = {}
     for task in results["tasks"]:
         columns = [c for c in frame.columns if c.split("/", 1)[0] == task]
-        shown = frame[columns].apply(lambda column: column.map(format_score))
+        shown = pd.DataFrame(
+            {c: [_cell(values.get((model, c))) for model in frame.index] for c in columns}, index=frame.index
+        )
         shown.columns = [f"{c.split('/', 1)[1]}{_ARROWS[directions.get(c)]}" for c in columns]
         tables[task] = shown
     return tables
@@ -61,4 +78,4 @@ def to_markdown(results: dict[str, Any]) -> str:
 
 
 def to_csv(results: dict[str, Any]) -> str:
-    return comparison_frame(results).to_csv(float_format="%.10g")
+    return comparison_frame(results, intervals=True).to_csv(float_format="%.10g")

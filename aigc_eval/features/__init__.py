@@ -1,0 +1,84 @@
+"""Feature backbones by name, and cached, batched extraction of an image set's features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aigc_eval.errors import UserError
+from aigc_eval.features.base import Backbone
+from aigc_eval.features.cache import FeatureCache
+from aigc_eval.images import ImageSet, iter_batches, validate, warn_skipped
+
+BACKBONES = ("inception-v3-tf", "efficientnet-lite0", "clip", "dinov2")
+
+
+def get_backbone(name: str, path: str | Path | None = None, device: str | torch.device = "auto") -> Backbone:
+    """The backbone called ``name``; ``path`` overrides its weights (required for clip and dinov2)."""
+    if name == "inception-v3-tf":
+        from aigc_eval.features.inception import InceptionV3TF
+
+        return InceptionV3TF(path, device)
+    if name == "efficientnet-lite0":
+        from aigc_eval.features.efficientnet import EfficientNetLite0
+
+        return EfficientNetLite0(path, device)
+    if name in ("clip", "dinov2"):
+        from aigc_eval.features.hf_vision import HFVision
+
+        return HFVision(name, path, device)
+    raise UserError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}")
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """Features of the images that decoded, in set order, and what happened on the way."""
+
+    features: np.ndarray
+    logits: np.ndarray | None
+    skipped: list[Path]
+    cache_hit: bool
+
+
+def extract_features(
+    backbone: Backbone,
+    images: ImageSet,
+    cache: FeatureCache | None = None,
+    skip_corrupt: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Extracted:
+    """Features for every image of the set, from the cache when this exact set was seen before.
+
+    On a miss every image is decoded once before the network runs (a bad file
+    fails at once, not after hours), then batches go through the backbone and
+    the result is cached. ``progress(done, total)`` is called after each batch.
+    """
+    if cache is not None:
+        hit = cache.load(backbone.identity, images.hashes)
+        if hit is not None:
+            skipped = [f for f, h in zip(images.files, images.hashes, strict=True) if h in hit.skipped_hashes]
+            if skipped and not skip_corrupt:
+                validate(images, skip_corrupt=False)  # raises, naming the unreadable files
+            if skipped:
+                warn_skipped(images.source, skipped)
+            return Extracted(hit.features, hit.logits, skipped, cache_hit=True)
+    readable, skipped = validate(images, skip_corrupt)
+    feature_rows: list[np.ndarray] = []
+    logit_rows: list[np.ndarray] = []
+    for batch in iter_batches(readable, backbone.batch_size):
+        features, logits = backbone.embed(batch)
+        feature_rows.append(features)
+        if logits is not None:
+            logit_rows.append(logits)
+        if progress is not None:
+            progress(sum(len(rows) for rows in feature_rows), len(readable))
+    all_features = np.concatenate(feature_rows)
+    all_logits = np.concatenate(logit_rows) if logit_rows else None
+    if cache is not None:
+        skipped_hashes = tuple(sorted(set(images.hashes) - set(readable.hashes)))
+        cache.store(backbone.identity, images.hashes, all_features, all_logits, skipped_hashes)
+    return Extracted(all_features, all_logits, skipped, cache_hit=False)

@@ -1,0 +1,111 @@
+"""What every feature backbone shares: identity (name, weights hash, preprocessing), batching, devices.
+
+A backbone is identified before its network is loaded (the weights file is only
+hashed), so a cache hit never pays for loading the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from aigc_eval.errors import UserError
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` is the first CUDA GPU when there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise UserError(f"device {device!r}: {error}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r}: no CUDA GPU is available here; use --device cpu or auto")
+    return resolved
+
+
+def sha256_files(paths: Iterable[Path]) -> str:
+    """One sha256 over the bytes of several files, in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def clean_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """clean-fid's "clean" resize: PIL bicubic per channel on float32 ('F' mode), clipped to [0, 255].
+
+    Returns size×size×3 float32 without re-quantising to uint8 (that rounding is
+    what clean-fid's "clean" mode avoids). An image already at the size is
+    returned unchanged (PIL copies it).
+    """
+    channels = []
+    for c in range(3):
+        plane = Image.fromarray(np.ascontiguousarray(image[:, :, c], dtype=np.float32))
+        resized = plane.resize((size, size), resample=Image.Resampling.BICUBIC)
+        channels.append(np.asarray(resized, dtype=np.float32))
+    return np.clip(np.stack(channels, axis=2), 0.0, 255.0)
+
+
+def scaled_batch(images: list[np.ndarray], size: int, offset: float, scale: float) -> torch.Tensor:
+    """N×3×size×size float32 tensor of ``(clean_resize(x) - offset) / scale``."""
+    stacked = np.stack([clean_resize(image, size) for image in images])
+    return torch.from_numpy((stacked - offset) / scale).permute(0, 3, 1, 2).contiguous()
+
+
+class Backbone(ABC):
+    """A network that turns uint8 RGB images into feature vectors (and maybe class logits)."""
+
+    name: str
+    feature_dim: int
+    has_logits: bool
+    weights_sha256: str
+    resize: str  # short resize description for signatures, e.g. "pil-bicubic-299"
+    preprocessing: str  # everything about the input pipeline that changes features (cache key)
+    batch_size: int
+
+    def __init__(self, device: str | torch.device = "auto") -> None:
+        self.device = resolve_device(device)
+        self._loaded = False
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Build the network on ``self.device`` (called once, on first use)."""
+
+    @abstractmethod
+    def _forward(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features (N×feature_dim) and logits (or None) for one batch of uint8 RGB images."""
+
+    @property
+    def identity(self) -> str:
+        """What the features depend on: network, exact weights, preprocessing."""
+        return f"{self.name}|weights:{self.weights_sha256}|{self.preprocessing}"
+
+    @property
+    def origin(self) -> str:
+        """The signature part that says which features a score was computed on."""
+        return f"backbone:{self.name}|weights:{self.weights_sha256[:12]}|resize:{self.resize}"
+
+    def embed(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """float64 features and logits for one batch."""
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+        with torch.inference_mode():
+            features, logits = self._forward(images)
+        if features.shape != (len(images), self.feature_dim):
+            raise UserError(
+                f"backbone {self.name}: the network returned features of shape {tuple(features.shape)}, "
+                f"expected ({len(images)}, {self.feature_dim}); check the weights file you passed"
+            )
+        as_numpy = features.double().cpu().numpy()
+        return as_numpy, None if logits is None else logits.double().cpu().numpy()

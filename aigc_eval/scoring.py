@@ -1,0 +1,35 @@
+"""Corpus scores with their bootstrap intervals: the step shared by run, score and compare."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import numpy as np
+
+from aigc_eval.metrics.base import Metric, Score
+from aigc_eval.stats import bootstrap_interval
+
+
+def aggregate_with_intervals(
+    metric: Metric, stats: np.ndarray, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 12345
+) -> dict[str, Score]:
+    """``metric.aggregate(stats)`` plus a percentile-bootstrap interval on every output.
+
+    Rows are resampled, never strings re-scored; ``n_resamples=0`` or a metric that cannot be
+    re-aggregated cheaply (``resamplable=False``) leaves the interval out.
+    """
+    scores = metric.aggregate(stats)  # first: signatures describe the real data, not a resample
+    if n_resamples == 0 or not metric.resamplable or len(stats) < 2:
+        return scores
+    with_intervals = {}
+    for name, score in scores.items():
+        interval = bootstrap_interval(
+            stats,
+            lambda rows, name=name: metric.aggregate(rows)[name].score,
+            n_resamples=n_resamples,
+            confidence=confidence,
+            seed=seed,
+            additive=metric.additive,
+        )
+        with_intervals[name] = replace(score, interval=asdict(interval))
+    return with_intervals
