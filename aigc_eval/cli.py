@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--model", help="scoring model (local folder or hub id) for perplexity")
     score.add_argument("--device", default="auto", help="device of the scoring model")
     score.add_argument("--json", action="store_true", help="print one JSON object keyed by metric output")
+    score.add_argument(
+        "--confidence",
+        action="store_true",
+        help="add a bootstrap 95%% interval (1000 resamples), as sacrebleu",
+    )
+    score.add_argument("--seed", type=int, default=12345, help="bootstrap seed (default: sacrebleu's 12345)")
     return parser
 
 
@@ -133,6 +139,7 @@ def _print_table(title: str, frame: object) -> None:
 def _score(args: argparse.Namespace) -> int:
     from aigc_eval.data import aligned_references, read_lines
     from aigc_eval.metrics.registry import MODEL_METRICS, build_metric, metric_names
+    from aigc_eval.scoring import aggregate_with_intervals
 
     unknown = [m for m in args.metric if m not in metric_names()]
     if unknown:
@@ -156,7 +163,8 @@ def _score(args: argparse.Namespace) -> int:
     for name in args.metric:
         metric = build_metric(name, lang=args.lang, scorer=scorer)
         try:
-            scores = metric.compute(predictions, references or [[""]] * len(predictions))
+            stats = metric.sample_stats(predictions, references or [[""]] * len(predictions))
+            scores = aggregate_with_intervals(metric, stats, 1000 if args.confidence else 0, seed=args.seed)
         except ValueError as error:
             raise UserError(f"--metric {name}: {error}") from None
         out.update({key: score.to_dict() for key, score in scores.items()})
@@ -165,5 +173,6 @@ def _score(args: argparse.Namespace) -> int:
     else:
         width = max(map(len, out))
         for key, value in out.items():
-            print(f"{key:<{width}}  {value['score']:.4f}  {value['signature']}")
+            ci = f" ± {value['ci']['half_width']:.4f}" if "ci" in value else ""
+            print(f"{key:<{width}}  {value['score']:.4f}{ci}  {value['signature']}")
     return EXIT_OK

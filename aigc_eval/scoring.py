@@ -31,5 +31,6 @@ def aggregate_with_intervals(
             seed=seed,
             additive=metric.additive,
         )
-        with_intervals[name] = replace(score, interval=asdict(interval))
+        signature = f"{score.signature}|bs:{n_resamples}|ci:{confidence:g}|seed:{seed}"
+        with_intervals[name] = replace(score, signature=signature, interval=asdict(interval))
     return with_intervals

@@ -285,3 +285,27 @@ def test_score_user_errors(tmp_path: Path, capsys) -> None:
         == 2
     )
     assert "missing-model" in capsys.readouterr().err
+
+
+def test_score_confidence_matches_sacrebleu_bootstrap(tmp_path: Path, capsys) -> None:
+    words = "the a cat dog sat ran on under mat rug red blue".split()
+    hyps = [" ".join(words[(i * 7 + j) % 12] for j in range(6)) for i in range(60)]
+    refs = [" ".join(words[(i * 5 + j) % 12] for j in range(6)) for i in range(60)]
+    args = [
+        "score",
+        "--metric",
+        "bleu",
+        "--predictions",
+        _lines(tmp_path / "h.txt", hyps),
+        "--references",
+        _lines(tmp_path / "r.txt", refs),
+        "--confidence",
+        "--json",
+    ]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)["bleu"]
+    expected = sacrebleu.BLEU().corpus_score(hyps, [refs], n_bootstrap=1000)  # seed 12345 by default
+    # sacrebleu resamples in float32; ours sums exactly in float64 (see aigc_eval/stats.py).
+    assert out["ci"]["mean"] == pytest.approx(expected._mean, abs=1e-4)
+    assert out["ci"]["half_width"] == pytest.approx(expected._ci, abs=1e-4)
+    assert out["signature"].endswith("|bs:1000|ci:0.95|seed:12345")
