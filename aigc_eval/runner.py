@@ -107,6 +107,7 @@ class BackendPool:
         self._loaded: dict[tuple[Any, ...], Backend] = {}
         self._scorers: dict[tuple[Any, ...], MemoizedScorer] = {}
         self._rows = {row.name: row for row in suite.models}
+        self._index = {row.name: i for i, row in enumerate(suite.models)}
 
     def resolve_path(self, path: str) -> str:
         local = self._base_dir / path
@@ -121,7 +122,13 @@ class BackendPool:
     def get(self, row: ModelRow) -> Backend:
         key = row.load_key()
         if key not in self._loaded:
-            self._loaded[key] = create_backend(
+            self._loaded[key] = self._create(row)
+        return self._loaded[key]
+
+    def _create(self, row: ModelRow) -> Backend:
+        where = f"models[{self._index[row.name]}] ({row.name})" if row.name in self._index else row.name
+        try:
+            return create_backend(
                 row.backend,
                 path=self.resolve_path(row.path),
                 revision=row.revision,
@@ -132,7 +139,8 @@ class BackendPool:
                 chat=row.chat,
                 system=row.system,
             )
-        return self._loaded[key]
+        except UserError as error:
+            raise UserError(f"{where}: {error}") from None
 
     def scorer(self, spec: MetricSpec, row: ModelRow, where: str) -> MemoizedScorer:
         """The model a perplexity-style metric scores with: a named row, a path, or the row's own."""

@@ -198,7 +198,7 @@ def test_nonexistent_model_path_exits_2(tmp_path: Path, capsys) -> None:
     suite = _write_suite(tmp_path, models=[{"name": "m", "path": str(tmp_path / "no-such-model")}])
     assert main(["run", str(suite), "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "no-such-model" in err and "Traceback" not in err
+    assert "models[0] (m): model folder" in err and "no-such-model" in err and "Traceback" not in err
 
 
 def _lines(path: Path, lines: list[str]) -> str:
