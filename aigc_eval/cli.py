@@ -128,12 +128,15 @@ def _print_table(title: str, frame: object) -> None:
     from rich.table import Table
 
     table = Table(title=f"task: {title}", title_justify="left")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for column in frame.columns:  # type: ignore[attr-defined]
-        table.add_column(str(column), justify="right")
+        table.add_column(str(column), justify="right", no_wrap=True)
     for name, row in frame.iterrows():  # type: ignore[attr-defined]
         table.add_row(str(name), *map(str, row.tolist()))
-    Console(width=max(100, 16 * len(table.columns))).print(table)
+    console = Console()
+    if not console.is_terminal:  # a log or pipe: never wrap or cut the numbers
+        console = Console(width=240)
+    console.print(table)
 
 
 def _score(args: argparse.Namespace) -> int:

