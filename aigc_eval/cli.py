@@ -18,7 +18,7 @@ from pathlib import Path
 from aigc_eval import __version__
 from aigc_eval.errors import UserError
 
-EXIT_OK, EXIT_USER_ERROR = 0, 2
+EXIT_OK, EXIT_REGRESSION, EXIT_USER_ERROR = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="score only the first N examples of each task")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR")
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    run.add_argument(
+        "--baseline", metavar="RUN", help="then compare against this run folder (exit 1 on a regression)"
+    )
 
     score = commands.add_parser("score", help="score existing line-aligned text files")
     score.add_argument("--metric", action="append", required=True, help="metric name (repeatable)")
@@ -52,7 +55,40 @@ def _parser() -> argparse.ArgumentParser:
         help="add a bootstrap 95%% interval (1000 resamples), as sacrebleu",
     )
     score.add_argument("--seed", type=int, default=12345, help="bootstrap seed (default: sacrebleu's 12345)")
+    compare = commands.add_parser(
+        "compare", help="paired significance tests of CURRENT against BASELINE: the regression gate"
+    )
+    compare.add_argument("baseline", help="baseline run folder (or its results.json)")
+    compare.add_argument("current", help="current run folder (or its results.json)")
+    _add_gate_flags(compare)
+    _add_gate_flags(run)
     return parser
+
+
+def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags over the suite's `regression:` section (the CURRENT run's)."""
+    parser.add_argument("--markdown", metavar="FILE", help="write the PR-comment summary here")
+    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
+    parser.add_argument("--json", dest="json_file", metavar="FILE", help="write the comparison as JSON here")
+    parser.add_argument("--alpha", type=float, help="significance level (default 0.05)")
+    parser.add_argument("--test", choices=["ar", "bootstrap"], help="paired test (default ar)")
+    parser.add_argument("--n-trials", type=int, help="randomization trials / bootstrap resamples")
+    parser.add_argument("--seed", type=int, help="seed of the paired test (default 12345)")
+    parser.add_argument("--correction", choices=["holm", "bh", "none"], help="multiple-comparison correction")
+    parser.add_argument(
+        "--min-delta",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE[%]",
+        help="smallest change that matters, absolute or relative (repeatable)",
+    )
+    parser.add_argument(
+        "--pair",
+        action="append",
+        default=[],
+        metavar="BASE_ROW=CUR_ROW",
+        help="which model rows to compare (default: rows with equal names)",
+    )
 
 
 def _quiet_libraries() -> None:
@@ -71,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "compare":
+            return _compare(args.baseline, args.current, args)
         return _score(args)
     except UserError as error:
         print(f"aigc-eval: error: {error}", file=sys.stderr)
@@ -106,6 +144,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be a positive number of examples")
+    if args.baseline:
+        load_results(args.baseline)  # a bad baseline fails before any generation
     _quiet_libraries()
     with _progress_bars(not args.quiet and sys.stderr.isatty()) as progress:
         run_dir = run_suite(
@@ -120,7 +160,38 @@ def _run(args: argparse.Namespace) -> int:
         for task, table in task_tables(load_results(run_dir)).items():
             _print_table(task, table)
     print(f"wrote {run_dir}")
+    if args.baseline:
+        for flag, name in (("markdown", "compare.md"), ("junit", "junit.xml"), ("json_file", "compare.json")):
+            if getattr(args, flag) is None:
+                setattr(args, flag, str(run_dir / name))
+        return _compare(args.baseline, run_dir, args)
     return EXIT_OK
+
+
+def _compare(baseline: str | Path, current: str | Path, args: argparse.Namespace) -> int:
+    from aigc_eval.compare import compare_runs, parse_pair, suite_regression, with_overrides
+    from aigc_eval.report.compare import to_json, to_junit_xml, to_markdown
+    from aigc_eval.results import write_atomic, write_json
+
+    rules = with_overrides(
+        suite_regression(current),
+        alpha=args.alpha,
+        test=args.test,
+        n_trials=args.n_trials,
+        seed=args.seed,
+        correction=args.correction,
+        min_deltas=args.min_delta,
+    )
+    comparison = compare_runs(baseline, current, rules, [parse_pair(p) for p in args.pair] or None)
+    markdown = to_markdown(comparison)
+    if args.markdown:
+        write_atomic(Path(args.markdown), markdown)
+    if args.junit:
+        write_atomic(Path(args.junit), to_junit_xml(comparison))
+    if args.json_file:
+        write_json(Path(args.json_file), to_json(comparison))
+    print(markdown)
+    return EXIT_REGRESSION if comparison.has_regression else EXIT_OK
 
 
 def _print_table(title: str, frame: object) -> None:

@@ -419,10 +419,21 @@ def _compare_task(
             rule = _rule_for(rules.rules, task, name, metric.name)
             p_value = None
             if rule is not None:
-                test = paired_approximate_randomization if rules.test == "ar" else paired_bootstrap
-                p_value = test(
-                    rows_b, rows_c, outputs.output(name), n_trials, rules.seed, metric.additive
-                ).p_value
+                aggregate = outputs.output(name)
+                if rules.test == "ar":
+                    p_value = paired_approximate_randomization(
+                        rows_b,
+                        rows_c,
+                        aggregate,
+                        n_trials,
+                        rules.seed,
+                        metric.additive,
+                        count_ties=rules.ties == "count",
+                    ).p_value
+                else:
+                    p_value = paired_bootstrap(
+                        rows_b, rows_c, aggregate, n_trials, rules.seed, metric.additive
+                    ).p_value
             baseline_value, current_value = outputs(rows_b)[name], outputs(rows_c)[name]
             ci = None
             if intervals.n_resamples > 0 and len(rows_b) > 1:

@@ -134,6 +134,10 @@ class Regression(_Strict):
 
     alpha: float = Field(0.05, gt=0, lt=1)
     test: Literal["ar", "bootstrap"] = "ar"  # paired approximate randomization or paired bootstrap
+    # AR trials equal to the observed difference count against it ("count", Riezler & Maxwell's >=),
+    # or only strictly larger ones ("strict": sacrebleu's --paired-ar p-values exactly, but a rerun
+    # differing in one sample then gets the minimum p-value).
+    ties: Literal["count", "strict"] = "count"
     n_trials: int | None = Field(None, ge=1)  # default: 10,000 for ar, 1,000 for bootstrap
     seed: int = 12345
     correction: Literal["holm", "bh", "none"] = "holm"

@@ -103,11 +103,15 @@ def paired_approximate_randomization(
     n_trials: int = 10000,
     seed: int = DEFAULT_SEED,
     additive: bool = False,
+    count_ties: bool = False,
 ) -> PairedResult:
     """Two-sided paired approximate randomization, as sacrebleu's ``_paired_ar_test``.
 
     Each trial swaps every sample's two rows with probability 1/2; the p-value counts trials whose
     absolute score difference exceeds the observed one: ``(c + 1) / (n_trials + 1)``.
+    ``count_ties`` also counts trials that equal it (Riezler & Maxwell's >=, within 1e-9 relative):
+    with sacrebleu's strict count, a rerun differing in a single sample can never be matched by a
+    trial and gets the minimum p-value, so a regression gate should count ties.
     """
     baseline, system = _paired_rows(stats_baseline, stats_system)
     _check_count(n_trials, "n_trials")
@@ -126,7 +130,10 @@ def paired_approximate_randomization(
             [aggregate(np.where(sel[:, None], system, baseline)) for sel in pos_sel], dtype=np.float64
         )
     bl_score, sys_score = float(aggregate(baseline)), float(aggregate(system))
-    p = _p_value(np.abs(scores_a - scores_b), abs(bl_score - sys_score))
+    observed = abs(bl_score - sys_score)
+    if count_ties:
+        observed -= 1e-9 * max(abs(bl_score), abs(sys_score), 1e-300)
+    p = _p_value(np.abs(scores_a - scores_b), observed)
     return PairedResult(bl_score, sys_score, sys_score - bl_score, p, "paired-ar", n_trials, seed)
 
 

@@ -309,3 +309,28 @@ def test_score_confidence_matches_sacrebleu_bootstrap(tmp_path: Path, capsys) ->
     assert out["ci"]["mean"] == pytest.approx(expected._mean, abs=1e-4)
     assert out["ci"]["half_width"] == pytest.approx(expected._ci, abs=1e-4)
     assert out["signature"].endswith("|bs:1000|ci:0.95|seed:12345")
+
+
+def test_run_with_baseline_compares_in_one_step(tmp_path: Path, capsys) -> None:
+    suite = _write_suite(tmp_path)
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--output-dir", str(out), "--quiet", "--limit", "4"]) == 0
+    baseline = _run_dirs(out)[0]
+    args = [
+        "run",
+        str(suite),
+        "--output-dir",
+        str(out),
+        "--quiet",
+        "--limit",
+        "4",
+        "--baseline",
+        str(baseline),
+    ]
+    assert main(args) == 0  # the same greedy and seeded rows: no change at all
+    current = next(d for d in _run_dirs(out) if d != baseline)
+    summary = (current / "compare.md").read_text()
+    assert "**No regression**" in summary and (current / "junit.xml").is_file()
+    assert json.loads((current / "compare.json").read_text())["has_regression"] is False
+    assert main(["run", str(suite), "--quiet", "--baseline", str(tmp_path / "nope")]) == 2
+    assert "no results.json" in capsys.readouterr().err

@@ -28,6 +28,7 @@ MARKERS = {
 }
 _ARROWS = {True: " ↑", False: " ↓", None: ""}
 _CORRECTIONS = {"holm": "Holm–Bonferroni", "bh": "Benjamini–Hochberg", "none": "no"}
+_P_COLUMNS = {"holm": "p (Holm)", "bh": "p (BH)", "none": "p"}
 _TESTS = {"paired-ar": "paired approximate randomization", "paired-bs": "paired bootstrap resampling"}
 # Characters that would end a table cell, start HTML or change emphasis when GitHub renders the comment.
 _MARKDOWN = str.maketrans(
@@ -110,16 +111,14 @@ def to_markdown(comparison: Comparison) -> str:
         lines += [
             f"### {escape(task)} · {models} (n={max(e.n for e in entries)})",
             "",
-            f"| metric | baseline | current | delta{ci} | p ({comparison.correction}) | verdict |",
+            f"| metric | baseline | current | delta{ci} | {_P_COLUMNS[comparison.correction]} | verdict |",
             "|---|---:|---:|---:|---:|---|",
         ]
         for e in entries:
-            verdict = MARKERS[e.verdict]
-            if e.note:
-                verdict += f" ({escape(e.note)})"
             lines.append(
                 f"| {escape(e.metric)}{_ARROWS[e.higher_is_better]} | {format_score(e.baseline)} | "
-                f"{format_score(e.current)} | {format_delta(e)} | {format_p(e.p_corrected)} | {verdict} |"
+                f"{format_score(e.current)} | {format_delta(e)} | {format_p(e.p_corrected)} | "
+                f"{_verdict_cell(e)} |"
             )
         lines.append("")
         changed = [e for e in entries if e.baseline_signature != e.current_signature]
@@ -131,6 +130,17 @@ def to_markdown(comparison: Comparison) -> str:
     if comparison.notes:
         lines += ["Notes:", "", *(f"- {escape(note)}" for note in comparison.notes), ""]
     return "\n".join(lines)
+
+
+def _verdict_cell(entry: MetricComparison) -> str:
+    """The marker, plus why a significant change did not count or why nothing was tested."""
+    cell = MARKERS[entry.verdict]
+    if entry.note:
+        return f"{cell} ({escape(entry.note)})"
+    significant = entry.p_corrected is not None and entry.p_corrected < entry.alpha
+    if entry.verdict == NO_CHANGE and significant and entry.delta != 0:
+        return f"{cell} (within min delta {format_score(entry.threshold)})"
+    return cell
 
 
 def _samples_section(entry: MetricComparison) -> list[str]:
