@@ -131,7 +131,11 @@ def _conditional_reference(scorer: HFBackend, context: str, text: str) -> tuple[
 
 
 def test_context_prompt_scores_only_the_continuation(scorer: HFBackend) -> None:
-    prompts = ["The cat reads", "今天天气", "My friend remembers the morning light, and the old teacher paints "]
+    prompts = [
+        "The cat reads",
+        "今天天气",
+        "My friend remembers the morning light, and the old teacher paints ",
+    ]
     refs = ["a long letter.", "很好。", "the quiet city every day."]
     metric = Perplexity(scorer, Perplexity.Options(target="references", context="prompt"), prompts=prompts)
     stats = metric.sample_stats(["x"] * 3, [[r] for r in refs])
