@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("current", help="current run folder (or its results.json)")
     _add_gate_flags(compare)
     _add_gate_flags(run)
+
+    report = commands.add_parser("report", help="a leaderboard of every run under a folder")
+    report.add_argument("runs_dir", help="folder holding run folders, e.g. reports/")
+    report.add_argument("-o", "--output", help="file to write (default: RUNS_DIR/leaderboard.html)")
+    report.add_argument(
+        "--format", choices=["html", "md", "csv"], help="default: from -o's suffix, else html"
+    )
     return parser
 
 
@@ -109,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "compare":
             return _compare(args.baseline, args.current, args)
+        if args.command == "report":
+            return _report(args)
         return _score(args)
     except UserError as error:
         print(f"aigc-eval: error: {error}", file=sys.stderr)
@@ -165,6 +174,27 @@ def _run(args: argparse.Namespace) -> int:
             if getattr(args, flag) is None:
                 setattr(args, flag, str(run_dir / name))
         return _compare(args.baseline, run_dir, args)
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from aigc_eval.report.leaderboard import build_leaderboard
+    from aigc_eval.results import write_atomic
+
+    suffix_format = (
+        {".md": "md", ".csv": "csv"}.get(Path(args.output).suffix, "html") if args.output else "html"
+    )
+    fmt = args.format or suffix_format
+    runs_dir = Path(args.runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"{runs_dir}: not a folder; pass the folder that holds run folders, e.g. reports/")
+    output = Path(args.output) if args.output else (runs_dir / "leaderboard.html" if fmt == "html" else None)
+    text = build_leaderboard(runs_dir, fmt, output=output)
+    if output is None:
+        print(text)
+    else:
+        write_atomic(output, text)
+        print(f"wrote {output}")
     return EXIT_OK
 
 

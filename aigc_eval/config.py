@@ -141,6 +141,9 @@ class Regression(_Strict):
     n_trials: int | None = Field(None, ge=1)  # default: 10,000 for ar, 1,000 for bootstrap
     seed: int = 12345
     correction: Literal["holm", "bh", "none"] = "holm"
+    # A model row of this suite: every other row is tested against it and the run's tables mark
+    # significant differences (▲ better / ▼ worse).
+    baseline: str | None = None
     rules: list[RegressionRule] = Field(default_factory=lambda: [RegressionRule()])
 
 
@@ -153,6 +156,13 @@ class Suite(_Strict):
     models: list[ModelRow] = Field(min_length=1)
     tasks: list[Task] = Field(min_length=1)
     metrics: list[MetricSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _known_baseline_row(self) -> Suite:
+        rows = [m.name for m in self.models]
+        if self.regression.baseline is not None and self.regression.baseline not in rows:
+            raise ValueError(f"regression.baseline {self.regression.baseline!r} is not a model row: {rows}")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Suite:

@@ -221,8 +221,11 @@ def _check_contents(
         raise UserError(f"{generated}: 'is' uses 10 splits and needs at least 10 images, got {gen.n}")
     if "fid_inf" in metrics and gen.n is not None and gen.n < 30:
         raise UserError(f"{generated}: fid_inf fits FID at 15 subset sizes and needs at least 30 images")
-    for path, side, k in ((reference, ref, 5), (generated, gen, 3)):
-        manifold = [m for m in metrics if m in _MANIFOLD]
+    manifold = [m for m in metrics if m in _MANIFOLD]
+    # k-NN radii: k=3 on both sides for precision/recall, k=5 on the reference for density/coverage.
+    ref_k = 5 if {"density", "coverage"} & set(manifold) else 3
+    gen_k = 3 if {"precision", "recall"} & set(manifold) else 0
+    for path, side, k in ((reference, ref, ref_k), (generated, gen, gen_k)):
         if side is not None and manifold and side.n is not None and side.n <= k:
             raise UserError(f"{path}: {side.n} images; {', '.join(manifold)} need more than {k}")
 

