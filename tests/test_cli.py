@@ -288,7 +288,7 @@ def test_score_user_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_score_confidence_matches_sacrebleu_bootstrap(tmp_path: Path, capsys) -> None:
-    words = "the a cat dog sat ran on under mat rug red blue".split()
+    words = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "rug", "red", "blue"]
     hyps = [" ".join(words[(i * 7 + j) % 12] for j in range(6)) for i in range(60)]
     refs = [" ".join(words[(i * 5 + j) % 12] for j in range(6)) for i in range(60)]
     args = [
