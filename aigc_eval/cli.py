@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score existing line-aligned text files")
     score.add_argument("--metric", action="append", required=True, help="metric name (repeatable)")
-    score.add_argument("--predictions", required=True, help="one prediction per line")
+    score.add_argument("--predictions", help="one prediction per line")
     score.add_argument(
         "--references", action="append", default=[], help="one reference per line (repeatable)"
     )
@@ -55,6 +56,29 @@ def _parser() -> argparse.ArgumentParser:
         help="add a bootstrap 95%% interval (1000 resamples), as sacrebleu",
     )
     score.add_argument("--seed", type=int, default=12345, help="bootstrap seed (default: sacrebleu's 12345)")
+    score.add_argument("--generated", help="image metrics: generated images (folder, list file or .npz)")
+    score.add_argument("--reference", help="image metrics: reference images (folder, list file or .npz)")
+    score.add_argument(
+        "--backbone", default="inception-v3-tf", help="image feature network (default: %(default)s)"
+    )
+    score.add_argument(
+        "--backbone-path", help="a TorchScript/weights file or checkpoint folder for the backbone"
+    )
+    score.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted, warned)")
+
+    stats = commands.add_parser(
+        "stats", help="save reference image statistics (mu, sigma, features) for reuse"
+    )
+    stats.add_argument("path", help="image folder or list file")
+    stats.add_argument("-o", "--output", required=True, help="the .npz to write")
+    stats.add_argument(
+        "--backbone", default="inception-v3-tf", help="image feature network (default: %(default)s)"
+    )
+    stats.add_argument(
+        "--backbone-path", help="a TorchScript/weights file or checkpoint folder for the backbone"
+    )
+    stats.add_argument("--device", default="auto", help="device of the backbone")
+    stats.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted, warned)")
     compare = commands.add_parser(
         "compare", help="paired significance tests of CURRENT against BASELINE: the regression gate"
     )
@@ -109,8 +133,14 @@ def _quiet_libraries() -> None:
         transformers_logging.disable_progress_bar()
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *_args: object, **_kwargs: object) -> None:
+    """Warnings meant for users (sample size, skipped files) as one line, without source lines."""
+    print(f"aigc-eval: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         if args.command == "run":
             return _run(args)
@@ -118,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _compare(args.baseline, args.current, args)
         if args.command == "report":
             return _report(args)
+        if args.command == "stats":
+            return _stats(args)
         return _score(args)
     except UserError as error:
         print(f"aigc-eval: error: {error}", file=sys.stderr)
@@ -240,14 +272,68 @@ def _print_table(title: str, frame: object) -> None:
     console.print(table)
 
 
+def _print_scores(out: dict[str, dict[str, object]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    width = max(map(len, out))
+    for key, value in out.items():
+        ci = f" ± {value['ci']['half_width']:.4f}" if "ci" in value else ""  # type: ignore[index]
+        print(f"{key:<{width}}  {value['score']:.4f}{ci}  {value['signature']}")
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from aigc_eval.image_scoring import save_stats
+
+    summary = save_stats(
+        args.path,
+        args.output,
+        backbone=args.backbone,
+        backbone_path=args.backbone_path,
+        device=args.device,
+        skip_corrupt=args.skip_corrupt,
+    )
+    print(f"wrote {summary.path}: {summary.n} images, {summary.dim}-d {summary.backbone} features")
+    return EXIT_OK
+
+
+def _score_images(args: argparse.Namespace) -> int:
+    from aigc_eval.image_scoring import score_images
+
+    if not args.generated:
+        raise UserError(
+            f"--metric {args.metric[0]} is an image metric: give --generated PATH (and --reference PATH)"
+        )
+    scores = score_images(
+        args.generated,
+        args.reference,
+        args.metric,
+        backbone=args.backbone,
+        backbone_path=args.backbone_path,
+        device=args.device,
+        skip_corrupt=args.skip_corrupt,
+    )
+    _print_scores({name: score.to_dict() for name, score in scores.items()}, args.json)
+    return EXIT_OK
+
+
 def _score(args: argparse.Namespace) -> int:
+    from aigc_eval.config import IMAGE_METRICS
     from aigc_eval.data import aligned_references, read_lines
     from aigc_eval.metrics.registry import MODEL_METRICS, build_metric, metric_names
     from aigc_eval.scoring import aggregate_with_intervals
 
+    images = [m for m in args.metric if m in IMAGE_METRICS]
+    if images:
+        if len(images) != len(args.metric):
+            raise UserError("score image metrics and text metrics in separate calls")
+        return _score_images(args)
     unknown = [m for m in args.metric if m not in metric_names()]
     if unknown:
-        raise UserError(f"--metric {unknown[0]}: unknown metric; known metrics: {', '.join(metric_names())}")
+        known = ", ".join([*metric_names(), *IMAGE_METRICS])
+        raise UserError(f"--metric {unknown[0]}: unknown metric; known metrics: {known}")
+    if not args.predictions:
+        raise UserError("text metrics need --predictions FILE (one prediction per line)")
     predictions = read_lines(Path(args.predictions), "predictions file")
     text_metrics = [m for m in args.metric if m not in MODEL_METRICS]
     if text_metrics and not args.references:
@@ -272,11 +358,5 @@ def _score(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise UserError(f"--metric {name}: {error}") from None
         out.update({key: score.to_dict() for key, score in scores.items()})
-    if args.json:
-        print(json.dumps(out, ensure_ascii=False, indent=2))
-    else:
-        width = max(map(len, out))
-        for key, value in out.items():
-            ci = f" ± {value['ci']['half_width']:.4f}" if "ci" in value else ""
-            print(f"{key:<{width}}  {value['score']:.4f}{ci}  {value['signature']}")
+    _print_scores(out, args.json)
     return EXIT_OK

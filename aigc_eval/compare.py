@@ -330,7 +330,14 @@ def _shared_tasks(base: _Run, cur: _Run) -> tuple[list[str], list[str]]:
             f"the runs share no task (baseline: {', '.join(base_tasks)}; current: {', '.join(cur_tasks)}); "
             "compare runs of the same suite"
         )
-    notes = [f"task {t!r} is only in the current run; not compared" for t in cur_tasks if t not in base_tasks]
+    images = [t for t in shared if cur_tasks[t].get("kind") == "image"]
+    shared = [t for t in shared if t not in images]
+    if not shared:
+        raise UserError("the runs share no text task; image tasks have no per-sample pairing to test")
+    notes = [f"task {t!r}: image metrics are not paired per sample; not tested" for t in images]
+    notes += [
+        f"task {t!r} is only in the current run; not compared" for t in cur_tasks if t not in base_tasks
+    ]
     notes += [
         f"task {t!r} is only in the baseline run; not compared" for t in base_tasks if t not in cur_tasks
     ]

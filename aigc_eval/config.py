@@ -40,11 +40,16 @@ class Generation(_Strict):
 
 
 class ModelRow(_Strict):
-    """One row of the comparison: a model plus its decoding settings."""
+    """One row of the comparison: a model plus its decoding settings, and/or the images it made.
+
+    ``backend: images`` rows are image generators evaluated from folders they wrote: they need
+    no ``path`` and take part in image tasks only.
+    """
 
     name: str
-    backend: Literal["hf"] = "hf"
-    path: str
+    backend: Literal["hf", "images"] = "hf"
+    path: str | None = None
+    images: dict[str, str] = Field(default_factory=dict)  # image task name -> generated images
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
@@ -61,22 +66,49 @@ class ModelRow(_Strict):
             raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
         return value
 
+    @model_validator(mode="after")
+    def _path_for_models(self) -> ModelRow:
+        if self.backend == "hf" and self.path is None:
+            raise ValueError("path: required for backend hf (a local model folder or a hub id)")
+        return self
+
     def load_key(self) -> tuple[Any, ...]:
         """Rows with the same key share one loaded model."""
         return (self.backend, self.path, self.revision, self.dtype, self.device, self.trust_remote_code)
 
 
+IMAGE_METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "cmmd", "fid_inf")
+
+
 class Task(_Strict):
-    """A dataset file, how to turn its records into prompts, and which fields are references."""
+    """A text task (a dataset file, its prompt template and reference fields) or an image task
+    (a reference image set; each model row names its generated images under ``images``)."""
 
     name: str
-    data: str
+    kind: Literal["text", "image"] = "text"
+    data: str | None = None
+    # Image tasks: the reference set (folder, list file or .npz statistics) and how to score it.
+    reference: str | None = None
+    backbone: str = "inception-v3-tf"
+    backbone_path: str | None = None
+    image_metrics: list[Literal[IMAGE_METRICS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["fid", "kid"], min_length=1
+    )
+    skip_corrupt: bool = False
     format: Literal["auto", "jsonl", "csv", "tsv", "text"] = "auto"
     prompt: str = "{prompt}"
     references: list[str] = Field(default_factory=lambda: ["reference"], min_length=1)
     id_field: str | None = None
     lang: str | None = None
     limit: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _inputs_for_kind(self) -> Task:
+        if self.kind == "text" and self.data is None:
+            raise ValueError("data: required for a text task (a .jsonl, .csv, .tsv or .txt file)")
+        if self.kind == "image" and self.reference is None and self.image_metrics != ["is"]:
+            raise ValueError("reference: required for an image task (an image folder, list file or .npz)")
+        return self
 
 
 class MetricSpec(_Strict):
@@ -156,6 +188,18 @@ class Suite(_Strict):
     models: list[ModelRow] = Field(min_length=1)
     tasks: list[Task] = Field(min_length=1)
     metrics: list[MetricSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _images_name_image_tasks(self) -> Suite:
+        image_tasks = {t.name for t in self.tasks if t.kind == "image"}
+        for index, row in enumerate(self.models):
+            unknown = sorted(set(row.images) - image_tasks)
+            if unknown:
+                raise ValueError(
+                    f"models[{index}].images: {unknown} are not image tasks; "
+                    f"image tasks: {sorted(image_tasks)}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _known_baseline_row(self) -> Suite:

@@ -141,3 +141,32 @@ def aligned_references(
                 "files must be line-aligned (one sample per line)"
             )
     return [[lines[i] for lines in reference_files] for i in range(n_predictions)]
+
+
+@dataclass(frozen=True)
+class ImageTaskData:
+    """An image task's reference set, resolved and fingerprinted (pairs runs, like TaskData)."""
+
+    task: Task
+    reference: Path
+    content_hash: str
+    n: int | None  # None for precomputed statistics
+
+    @property
+    def lang(self) -> None:
+        return None
+
+
+def load_image_task(task: Task, base_dir: Path) -> ImageTaskData:
+    from aigc_eval.images import is_stats_file, open_image_set
+
+    reference = (base_dir / task.reference).resolve() if task.reference else base_dir
+    if task.reference is None:
+        return ImageTaskData(task, reference, "", None)
+    if is_stats_file(reference):
+        if not reference.is_file():
+            raise UserError(f"task {task.name!r}: reference {reference} not found; fix `reference`")
+        return ImageTaskData(task, reference, hashlib.sha256(reference.read_bytes()).hexdigest(), None)
+    images = open_image_set(reference)
+    digest = hashlib.sha256("\n".join(images.hashes).encode()).hexdigest()
+    return ImageTaskData(task, reference, digest, len(images))

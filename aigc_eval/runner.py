@@ -22,7 +22,7 @@ from aigc_eval.backends import create_backend
 from aigc_eval.backends.base import Backend, TokenLogLikelihood
 from aigc_eval.compare import Comparison, compare_runs
 from aigc_eval.config import MetricSpec, ModelRow, Suite, load_suite, stable_hash
-from aigc_eval.data import TaskData, load_task
+from aigc_eval.data import ImageTaskData, TaskData, load_image_task, load_task
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.base import Score
 from aigc_eval.metrics.registry import MODEL_METRICS, build_metric
@@ -110,6 +110,7 @@ class BackendPool:
         self._scorers: dict[tuple[Any, ...], MemoizedScorer] = {}
         self._rows = {row.name: row for row in suite.models}
         self._index = {row.name: i for i, row in enumerate(suite.models)}
+        self.seed = suite.seed
 
     def resolve_path(self, path: str) -> str:
         local = self._base_dir / path
@@ -255,6 +256,28 @@ def score_row_task(
     return scores, per_sample, all_stats
 
 
+def score_image_task(pool: BackendPool, row: ModelRow, data: ImageTaskData) -> RowTaskOutcome:
+    """FID-style scores of the row's generated images against the task's reference set."""
+    from aigc_eval.image_scoring import score_images
+
+    task = data.task
+    started = time.perf_counter()
+    scores = score_images(
+        pool.resolve_path(row.images[task.name]),
+        data.reference if task.reference else None,
+        task.image_metrics,
+        backbone=task.backbone,
+        backbone_path=pool.resolve_path(task.backbone_path) if task.backbone_path else None,
+        device=row.device,
+        skip_corrupt=task.skip_corrupt,
+        seed=pool.seed,
+    )
+    timing = {"scoring_s": round(time.perf_counter() - started, 4)}
+    # Keyed by the score's own name: a Fréchet distance on EfficientNet features is
+    # "fd_efficientnet-lite0", never "fid".
+    return RowTaskOutcome(row.name, task.name, [], {s.name: s for s in scores.values()}, timing=timing)
+
+
 def _last_uses(suite: Suite) -> dict[tuple[Any, ...], int]:
     """Index of the last model row that needs each loaded model (as generator or scorer)."""
     last: dict[tuple[Any, ...], int] = {}
@@ -296,7 +319,8 @@ def run_suite(
         suite = suite.model_copy(
             update={"models": [m.model_copy(update={"device": device}) for m in suite.models]}
         )
-    tasks = [load_task(task, base_dir, limit) for task in suite.tasks]
+    tasks = [load_task(t, base_dir, limit) for t in suite.tasks if t.kind == "text"]
+    image_tasks = [load_image_task(t, base_dir) for t in suite.tasks if t.kind == "image"]
     config_hash = suite.config_hash()
     run_dir = _prepare_run_dir(suite, suite_path, Path(output_dir), config_hash, resume, limit)
 
@@ -306,6 +330,15 @@ def run_suite(
     models: dict[str, dict[str, str]] = {}
     with _saving_progress_on_interrupt(run_dir, suite_path):
         for index, row in enumerate(suite.models):
+            for image_task in image_tasks:
+                if image_task.task.name in row.images:
+                    outcomes.append(score_image_task(pool, row, image_task))
+            if row.backend == "images":
+                models[row.name] = {
+                    "backend": "images",
+                    **{t: pool.resolve_path(p) for t, p in row.images.items()},
+                }
+                continue
             backend = pool.get(row)
             models[row.name] = backend.describe()
             for data in tasks:
@@ -318,7 +351,7 @@ def run_suite(
                 )
             pool.release_unused({key for key, last in last_use.items() if last > index})
 
-    write_run_outputs(run_dir, suite, config_hash, tasks, models, outcomes, limit)
+    write_run_outputs(run_dir, suite, config_hash, [*tasks, *image_tasks], models, outcomes, limit)
     write_run_report(run_dir, _within_run_comparison(suite, run_dir))
     return run_dir
 
@@ -326,7 +359,8 @@ def run_suite(
 def _within_run_comparison(suite: Suite, run_dir: Path) -> Comparison | None:
     """Every row against the suite's baseline row, for the significance marks in the report."""
     baseline = suite.regression.baseline
-    others = [m.name for m in suite.models if m.name != baseline]
+    kind = {m.name: m.backend for m in suite.models}.get(baseline)
+    others = [m.name for m in suite.models if m.name != baseline and m.backend == kind]
     if baseline is None or not others:
         return None
     return compare_runs(run_dir, run_dir, suite.regression, pairs=[(baseline, row) for row in others])
@@ -371,11 +405,30 @@ def _prepare_run_dir(
     return run_dir
 
 
+def _task_record(data: TaskData | ImageTaskData) -> dict[str, Any]:
+    if isinstance(data, ImageTaskData):
+        return {
+            "kind": "image",
+            "path": str(data.reference),
+            "content_hash": data.content_hash,
+            "n": data.n,
+            "lang": None,
+            "backbone": data.task.backbone,
+        }
+    return {
+        "kind": "text",
+        "path": str(data.path),
+        "content_hash": data.content_hash,
+        "n": len(data.examples),
+        "lang": data.lang,
+    }
+
+
 def write_run_outputs(
     run_dir: Path,
     suite: Suite,
     config_hash: str,
-    tasks: list[TaskData],
+    tasks: list[TaskData | ImageTaskData],
     models: dict[str, dict[str, str]],
     outcomes: list[RowTaskOutcome],
     limit: int | None,
@@ -392,15 +445,7 @@ def write_run_outputs(
         "suite": suite.model_dump(mode="json"),
         "environment": environment(),
         "models": models,
-        "tasks": {
-            t.task.name: {
-                "path": str(t.path),
-                "content_hash": t.content_hash,
-                "n": len(t.examples),
-                "lang": t.lang,
-            }
-            for t in tasks
-        },
+        "tasks": {t.task.name: _task_record(t) for t in tasks},
         "results": [
             {
                 "model": o.model,
@@ -423,6 +468,7 @@ def write_run_outputs(
             "scores": {name: values[i] for name, values in o.sample_scores.items()},
         }
         for o in outcomes
+        if o.predictions  # image tasks have no text samples
         for i, (example, prediction) in enumerate(zip(by_task[o.task].examples, o.predictions, strict=True))
     )
     stats_rows = (
@@ -437,6 +483,7 @@ def write_run_outputs(
             "rows": rows.tolist(),
         }
         for o in outcomes
+        if o.stats
         for index, (spec, rows) in enumerate(zip(suite.metrics, o.stats, strict=True))
     )
     write_jsonl(run_dir / SAMPLES_FILE, samples)

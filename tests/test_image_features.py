@@ -314,10 +314,10 @@ def test_save_stats_round_trip_and_cached_reload_without_loading_the_network(tmp
 
 
 def test_demo_faithful_generator_beats_the_degraded_one(tmp_path: Path) -> None:
-    """On the first 16 images of each committed demo set (efficientnet-lite0, CPU)."""
+    """On the first 12 images of each committed demo set (efficientnet-lite0, CPU)."""
     lists = {}
     for name in ("reference", "gen-faithful", "gen-degraded"):
-        lines = [f"{DEMO.as_posix()}/{name}/{i:03d}.png" for i in range(16)]
+        lines = [f"{DEMO.as_posix()}/{name}/{i:03d}.png" for i in range(12)]
         lists[name] = tmp_path / f"{name}.txt"
         lists[name].write_text("\n".join(lines) + "\n")
     metrics = ["fid", "kid", "precision", "density", "coverage"]

@@ -57,6 +57,16 @@ def test_frechet_distance_matches_scipy_sqrtm_formula(n_gen: int, n_ref: int, di
     assert im.frechet_distance(b.mu, b.sigma, a.mu, a.sigma) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.parametrize(("n_gen", "n_ref"), [(30, 300), (300, 30), (20, 25), (300, 200)])
+def test_set_distance_from_samples_matches_the_covariance_route(n_gen: int, n_ref: int) -> None:
+    gen, ref = random_sets(n_gen, n_ref, 64, seed=n_gen)
+    a, b = im.FeatureSet.from_features(gen), im.FeatureSet.from_features(ref)
+    expected = im.frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+    assert im.frechet_distance_of_sets(a, b) == pytest.approx(expected, rel=1e-7)
+    assert im.frechet_distance_of_sets(b, a) == pytest.approx(expected, rel=1e-7)
+    assert im.frechet_distance_of_sets(a, im.FeatureSet(a.mu.copy(), a.sigma.copy(), None)) == 0.0
+
+
 def test_frechet_distance_matches_torchmetrics_fid_on_identical_features() -> None:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -229,6 +239,11 @@ def test_fid_infinity_points_equal_frechet_distance_of_the_same_subsets() -> Non
     gen, ref = random_sets(200, 300, 64, seed=8)  # subsets of 20..200 < 64 use the small Gram matrix
     r = im.FeatureSet.from_features(ref)
     _, sizes, fids = im.fid_infinity(gen, r.mu, r.sigma, seed=5)
+    small_ref = im.FeatureSet.from_features(ref[:40])  # N < d: the reference factor from its samples
+    score = im.fid_inf_score(im.FeatureSet.from_features(gen), small_ref, "inception-v3-tf", "o", seed=5)
+    np.testing.assert_allclose(
+        score.score, im.fid_infinity(gen, small_ref.mu, small_ref.sigma, seed=5)[0], rtol=1e-7
+    )
     rng = np.random.default_rng(5)
     for size, fid in zip(sizes, fids, strict=True):
         sub = im.FeatureSet.from_features(gen[rng.permutation(len(gen))[:size]])

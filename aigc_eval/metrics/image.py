@@ -88,6 +88,19 @@ def _sqrt_factor(sigma: np.ndarray) -> np.ndarray:
     return vectors[:, keep] * np.sqrt(eigenvalues[keep])
 
 
+def _sqrt_factor_of_samples(features: np.ndarray) -> np.ndarray:
+    """The same factor (C·Cᵀ = covariance) from a thin SVD of the centred samples: O(N²d) instead of O(d³).
+
+    For N < d this replaces the d×d eigendecomposition; singular values below the
+    same numerical-rank tolerance are dropped.
+    """
+    centred = (features - features.mean(axis=0)) / math.sqrt(len(features) - 1)
+    _, singular, vt = linalg.svd(centred, full_matrices=False, lapack_driver="gesdd")
+    tolerance = singular.max(initial=0.0) ** 2 * features.shape[1] * np.finfo(np.float64).eps
+    keep = singular**2 > tolerance
+    return vt[keep].T * singular[keep]
+
+
 def _trace_sqrt(gram: np.ndarray) -> float:
     """Σ √λ over the eigenvalues of a symmetric PSD matrix, tiny negative rounding clamped to 0."""
     if gram.size == 0:
@@ -111,11 +124,31 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         )
     if np.array_equal(mu1, mu2) and np.array_equal(sigma1, sigma2):
         return 0.0  # exactly; rounding in the eigensolvers would otherwise leave ±1e-12
-    factor = _sqrt_factor(sigma1)
-    trace_sqrt = _trace_sqrt(factor.T @ sigma2 @ factor)
+    return _frechet_with_factor(mu1, sigma1, _sqrt_factor(sigma1), mu2, sigma2)
+
+
+def _frechet_with_factor(
+    mu1: np.ndarray, sigma1: np.ndarray, factor1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+) -> float:
+    trace_sqrt = _trace_sqrt(factor1.T @ sigma2 @ factor1)
     diff = mu1 - mu2
     value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
     return max(value, 0.0)
+
+
+def frechet_distance_of_sets(a: FeatureSet, b: FeatureSet) -> float:
+    """``frechet_distance`` of two sets, cheaper when one has no more samples than dimensions.
+
+    That set's factor then comes from an SVD of its samples instead of its d×d
+    covariance: the same value to ~1e-8 relative, the precision any route has at N < d.
+    """
+    if np.array_equal(a.mu, b.mu) and np.array_equal(a.sigma, b.sigma):
+        return 0.0
+    for first, second in ((a, b), (b, a)):
+        if first.features is not None and first.n is not None and first.n <= first.dim:
+            factor = _sqrt_factor_of_samples(first.features)
+            return _frechet_with_factor(first.mu, first.sigma, factor, second.mu, second.sigma)
+    return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
 
 
 def fid_infinity(
@@ -124,6 +157,7 @@ def fid_infinity(
     ref_sigma: np.ndarray,
     n_points: int = 15,
     seed: int = 0,
+    ref_factor: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Chong & Forsyth's FID∞: FID of random generated subsets, fitted linearly in 1/N and read at 0.
 
@@ -131,7 +165,8 @@ def fid_infinity(
     for N = 50,000). Returns (FID∞, sizes, FIDs at those sizes). The reference
     factor is computed once; each subset's trace term uses the (size × size) Gram
     matrix of its centred features, which has the same non-zero eigenvalues as
-    Cᵀ Σ_gen C when the subset is smaller than the feature dimension. Being an
+    Cᵀ Σ_gen C when the subset is smaller than the feature dimension (``ref_factor``,
+    if given, is that C: any matrix with C·Cᵀ = Σ_ref). Being an
     extrapolation, the value can fall slightly below 0 for matching distributions.
     """
     gen_features = np.asarray(gen_features, dtype=np.float64)
@@ -141,7 +176,7 @@ def fid_infinity(
         raise ValueError(
             f"FID∞ needs at least 3 distinct subset sizes; {n} generated images give {len(sizes)}"
         )
-    factor = _sqrt_factor(np.asarray(ref_sigma, dtype=np.float64))
+    factor = _sqrt_factor(np.asarray(ref_sigma, dtype=np.float64)) if ref_factor is None else ref_factor
     ref_mu = np.asarray(ref_mu, dtype=np.float64)
     ref_trace = float(np.trace(ref_sigma))
     rng = np.random.default_rng(seed)
@@ -373,7 +408,7 @@ def fid_score(gen: FeatureSet, ref: FeatureSet, backbone: str, origin: str) -> S
     """Fréchet distance between the sets' Gaussians; ``origin`` is the backbone/weights/resize part."""
     label = metric_label("fid", backbone)
     _warn_rank(label, gen, ref)
-    value = frechet_distance(gen.mu, gen.sigma, ref.mu, ref.sigma)
+    value = frechet_distance_of_sets(gen, ref)
     signature = _signature(label, origin, gen, ref, "|trace:eigh|dtype:float64")
     return Score(label, value, signature, False, _counts(gen, ref))
 
@@ -381,7 +416,9 @@ def fid_score(gen: FeatureSet, ref: FeatureSet, backbone: str, origin: str) -> S
 def fid_inf_score(gen: FeatureSet, ref: FeatureSet, backbone: str, origin: str, seed: int = 0) -> Score:
     label = metric_label("fid_inf", backbone)
     assert gen.features is not None
-    value, sizes, fids = fid_infinity(gen.features, ref.mu, ref.sigma, seed=seed)
+    small = ref.features is not None and ref.n is not None and ref.n <= ref.dim
+    factor = _sqrt_factor_of_samples(ref.features) if small else None
+    value, sizes, fids = fid_infinity(gen.features, ref.mu, ref.sigma, seed=seed, ref_factor=factor)
     extra = f"|points:{len(sizes)}|sizes:{sizes[0]}-{sizes[-1]}|fit:linear-1/N|seed:{seed}"
     details = {**_counts(gen, ref), "fid_at_n": float(fids[-1])}
     return Score(label, value, _signature(label, origin, gen, ref, extra), False, details)
