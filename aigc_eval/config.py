@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -248,7 +249,14 @@ def _message(item: Any) -> str:
 
 
 def _format_errors(source: str, error: ValidationError) -> str:
-    return "\n".join(f"{source}: {_key_path(item['loc'])}: {_message(item)}" for item in error.errors())
+    lines = []
+    for item in error.errors():
+        path, message = _key_path(item["loc"]), _message(item)
+        key = re.match(r"^(\w+): ", message)  # a validator naming the key it checks
+        if key and item["type"] == "value_error":
+            path, message = f"{path}.{key.group(1)}", message[key.end() :]
+        lines.append(f"{source}: {path}: {message}")
+    return "\n".join(lines)
 
 
 def parse_suite(data: Any, source: str = "<suite>") -> Suite:

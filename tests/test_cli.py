@@ -80,8 +80,16 @@ def test_run_writes_run_folder_with_reference_equal_scores(tmp_path: Path, capsy
     suite = _write_suite(tmp_path)
     assert main(["run", str(suite), "--output-dir", str(tmp_path / "out")]) == 0
     run_dir = _run_dirs(tmp_path / "out")[0]
-    for name in ("results.json", "samples.jsonl", "stats.jsonl", "table.md", "table.csv", "report.html",
-                 "suite.yaml", "run.json"):
+    for name in (
+        "results.json",
+        "samples.jsonl",
+        "stats.jsonl",
+        "table.md",
+        "table.csv",
+        "report.html",
+        "suite.yaml",
+        "run.json",
+    ):
         assert (run_dir / name).is_file(), name
     results = json.loads((run_dir / "results.json").read_text())
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]

@@ -52,7 +52,7 @@ def test_unknown_metric_and_metric_option() -> None:
 
 
 def test_missing_required_and_duplicate_names() -> None:
-    with pytest.raises(UserError, match=r"tasks\[0\]\.data: required key is missing"):
+    with pytest.raises(UserError, match=r"tasks\[0\]\.data: required for a text task"):
         parse_suite(_with(tasks=[{"name": "x"}]), "s.yaml")
     with pytest.raises(UserError, match="models names must be unique; repeated: m"):
         parse_suite(_with(models=[{"name": "m", "path": "a"}, {"name": "m", "path": "b"}]), "s.yaml")
@@ -78,3 +78,18 @@ def test_config_hash_is_stable_and_sensitive() -> None:
     assert parse_suite(BASE).config_hash() == parse_suite(dict(BASE)).config_hash()
     changed = _with(models=[{"name": "m", "path": "model", "generation": {"num_beams": 5}}])
     assert parse_suite(changed).config_hash() != parse_suite(BASE).config_hash()
+
+
+def test_image_tasks_and_rows_are_checked() -> None:
+    image_task = {"name": "shapes", "kind": "image", "reference": "ref/"}
+    rows = [{"name": "gen", "backend": "images", "images": {"shapes": "gen/"}}]
+    suite = parse_suite(_with(models=rows, tasks=[image_task]))
+    assert suite.tasks[0].image_metrics == ["fid", "kid"] and suite.models[0].path is None
+    with pytest.raises(UserError, match=r"models\[0\]\.path: required for backend hf"):
+        parse_suite(_with(models=[{"name": "m"}]), "s.yaml")
+    with pytest.raises(UserError, match=r"models\[0\]\.images: \['text'\] are not image tasks"):
+        parse_suite(_with(models=[{"name": "g", "backend": "images", "images": {"text": "x"}}]), "s.yaml")
+    with pytest.raises(UserError, match=r"tasks\[0\]\.reference: required for an image task"):
+        parse_suite(_with(tasks=[{"name": "shapes", "kind": "image"}]), "s.yaml")
+    with pytest.raises(UserError, match=r"tasks\[0\]\.image_metrics\[0\]: Input should be 'fid'"):
+        parse_suite(_with(tasks=[{**image_task, "image_metrics": ["fdi"]}]), "s.yaml")
