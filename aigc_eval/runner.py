@@ -62,6 +62,7 @@ class RowTaskOutcome:
     sample_scores: dict[str, list[float]] = field(default_factory=dict)
     stats: list[np.ndarray] = field(default_factory=list)  # per metric entry, aligned with suite.metrics
     timing: dict[str, float] = field(default_factory=dict)
+    generated_images: str | None = None  # image tasks: the folder scored
 
 
 class MemoizedScorer:
@@ -262,8 +263,9 @@ def score_image_task(pool: BackendPool, row: ModelRow, data: ImageTaskData) -> R
 
     task = data.task
     started = time.perf_counter()
+    generated = pool.resolve_path(row.images[task.name])
     scores = score_images(
-        pool.resolve_path(row.images[task.name]),
+        generated,
         data.reference if task.reference else None,
         task.image_metrics,
         backbone=task.backbone,
@@ -275,7 +277,14 @@ def score_image_task(pool: BackendPool, row: ModelRow, data: ImageTaskData) -> R
     timing = {"scoring_s": round(time.perf_counter() - started, 4)}
     # Keyed by the score's own name: a Fréchet distance on EfficientNet features is
     # "fd_efficientnet-lite0", never "fid".
-    return RowTaskOutcome(row.name, task.name, [], {s.name: s for s in scores.values()}, timing=timing)
+    return RowTaskOutcome(
+        row.name,
+        task.name,
+        [],
+        {s.name: s for s in scores.values()},
+        timing=timing,
+        generated_images=generated,
+    )
 
 
 def _last_uses(suite: Suite) -> dict[tuple[Any, ...], int]:
@@ -453,6 +462,7 @@ def write_run_outputs(
                 "n": len(o.predictions),
                 "metrics": {name: s.to_dict() for name, s in o.scores.items()},
                 "timing": o.timing,
+                **({"generated_images": o.generated_images} if o.generated_images else {}),
             }
             for o in outcomes
         ],

@@ -61,8 +61,10 @@ def task_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
     tables: dict[str, pd.DataFrame] = {}
     for task in results["tasks"]:
         columns = [c for c in frame.columns if c.split("/", 1)[0] == task]
+        models = [m for m in frame.index if any((m, c) in values for c in columns)]  # rows in this task
         shown = pd.DataFrame(
-            {c: [_cell(values.get((model, c))) for model in frame.index] for c in columns}, index=frame.index
+            {c: [_cell(values.get((model, c))) for model in models] for c in columns},
+            index=pd.Index(models, name="model"),
         )
         shown.columns = [f"{c.split('/', 1)[1]}{_ARROWS[directions.get(c)]}" for c in columns]
         tables[task] = shown
@@ -73,8 +75,12 @@ def to_markdown(results: dict[str, Any]) -> str:
     sections = [f"# {results['suite_name']} — run {results['run_id']}\n"]
     for task, table in task_tables(results).items():
         info = results["tasks"][task]
-        sections.append(f"## {task} (n={info['n']}, lang={info['lang'] or 'unspecified'})\n")
-        sections.append(table.to_markdown(colalign=("left",) + ("right",) * len(table.columns)) + "\n")
+        if info.get("kind") == "image":
+            sections.append(f"## {task} (n={info['n']} reference images, backbone={info['backbone']})\n")
+        else:
+            sections.append(f"## {task} (n={info['n']}, lang={info['lang'] or 'unspecified'})\n")
+        align = ("left",) + ("right",) * len(table.columns)
+        sections.append(table.to_markdown(colalign=align, disable_numparse=True) + "\n")
     return "\n".join(sections)
 
 
