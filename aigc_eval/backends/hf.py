@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,6 +16,7 @@ from aigc_eval.errors import UserError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 T = TypeVar("T")
+W = TypeVar("W", bound=tuple)
 
 
 def _looks_local(path: str) -> bool:
@@ -102,6 +103,19 @@ def _windows(
         windows.append((seq[begin:end], scored_until - begin))
         scored_until, end = end, min(end + step, len(seq))
     return windows
+
+
+def _width_batches(windows: list[W], size: int) -> Iterator[list[W]]:
+    """Batches of longest-first windows, cut early where a window is under half the batch's width,
+    so short windows are not padded to a long one's length."""
+    batch: list[W] = []
+    for window in windows:
+        if batch and (len(batch) == size or 2 * len(window[1]) < len(batch[0][1])):
+            yield batch
+            batch = []
+        batch.append(window)
+    if batch:
+        yield batch
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -311,8 +325,7 @@ class HFBackend:
 
         nll = [0.0] * len(texts)
         tokens = [0] * len(texts)
-        for start in range(0, len(windows), self.batch_size):
-            batch = windows[start : start + self.batch_size]
+        for batch in _width_batches(windows, self.batch_size):
             for (number, ids, context), value in zip(batch, self._window_nll(batch), strict=True):
                 nll[number] += value
                 tokens[number] += len(ids) - context
