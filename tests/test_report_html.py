@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,90 @@ class _Cells(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._in_score and self._key:
             self.cells[self._key][1] += data
+
+
+IMAGES = Path(__file__).resolve().parents[1] / "suites" / "data" / "images"
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run of an image task: two 'backend: images' rows and a reference, six images each; the
+    faithful row's list also names a copy of one image called '<script>x.png'."""
+    folder = tmp_path_factory.mktemp("image-report")
+    for name in ("reference", "gen-faithful", "gen-degraded"):
+        lines = [str(IMAGES / name / f"{i:03d}.png") for i in range(6)]
+        if name == "gen-faithful":
+            shutil.copy(IMAGES / name / "006.png", folder / "<script>x.png")
+            lines.append("<script>x.png")
+        (folder / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    suite = {
+        "name": "image-report",
+        "models": [
+            {"name": "faithful", "backend": "images", "images": {"shapes": "gen-faithful.txt"}},
+            {"name": "degraded", "backend": "images", "images": {"shapes": "gen-degraded.txt"}},
+        ],
+        "tasks": [
+            {
+                "name": "shapes",
+                "kind": "image",
+                "reference": "reference.txt",
+                "backbone": "efficientnet-lite0",
+                "image_metrics": ["fid"],
+            }
+        ],
+        "metrics": ["bleu"],  # required; no text task uses it
+    }
+    (folder / "suite.json").write_text(json.dumps(suite), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIGC_EVAL_CACHE_DIR", str(folder / "cache"))
+        return runner.run_suite(folder / "suite.json", folder / "runs")
+
+
+def thumbnails(page: str, label: str) -> list[str]:
+    """The thumbnail <img> tags of the image set labelled ``label`` in the Images section."""
+    match = re.search(
+        rf'<div class="thumbset"><div class="head">(?:<span[^>]*></span>)?<b>{label}</b>'
+        r'.*?<div class="thumbs">(.*?)</div></div>',
+        page,
+        re.S,
+    )
+    assert match, f"no thumbnails for {label}"
+    return re.findall(r"<img [^>]*>", match.group(1))
+
+
+def test_report_shows_image_thumbnails_and_scores(image_run: Path) -> None:
+    results = load_results(image_run)
+    page = (image_run / REPORT_FILE).read_text(encoding="utf-8")
+    for label, count in (("reference", 6), ("faithful", 7), ("degraded", 6)):
+        imgs = thumbnails(page, label)
+        assert len(imgs) == count and all('src="data:image/png;base64,' in img for img in imgs), label
+    assert 'title="&lt;script&gt;x.png"' in page and "<script>x.png" not in page
+    assert page.count("<script") == 2  # the data block and the page's own script
+    parser = _Cells()
+    parser.feed(page)
+    expected = {
+        (e["model"], e["task"], m): v["score"] for e in results["results"] for m, v in e["metrics"].items()
+    }
+    assert set(parser.cells) == set(expected) and len(expected) == 2
+    for key, score in expected.items():
+        assert float(parser.cells[key][0]) == score and parser.cells[key][1] == format_score(score), key
+    # No text task: no sample browser (its script needs one) and no per-sample box plots.
+    assert 'id="sample-browser"' not in page and "per sample (median at right)" not in page
+    assert embedded_data(page)["tasks"] == []
+
+
+def test_report_copes_with_moved_or_statistics_image_sets(image_run: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(image_run, moved)
+    results = json.loads((moved / "results.json").read_text(encoding="utf-8"))
+    results["tasks"]["shapes"]["path"] = "/elsewhere/ref-stats.npz"
+    results["results"][0]["generated_images"] = "/elsewhere/<b>gone</b>.txt"
+    (moved / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    page = render_run_report(moved)
+    assert "reference given as statistics, no images" in page
+    assert "images not shown: /elsewhere/&lt;b&gt;gone&lt;/b&gt;.txt is not here" in page
+    assert "<b>gone</b>" not in page
+    assert len(thumbnails(page, "degraded")) == 6
 
 
 def embedded_data(page: str) -> dict[str, Any]:

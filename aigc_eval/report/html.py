@@ -13,6 +13,7 @@ import base64
 import difflib
 import hashlib
 import html
+import io
 import json
 import math
 import re
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from aigc_eval.errors import UserError
+from aigc_eval.images import IMAGE_SUFFIXES, _read_list_file, is_stats_file
 from aigc_eval.report.tables import _decimals, format_score
 from aigc_eval.report.templates import CSS, JS
 from aigc_eval.results import SAMPLES_FILE, load_results, write_atomic
@@ -30,6 +33,8 @@ from aigc_eval.results import SAMPLES_FILE, load_results, write_atomic
 REPORT_FILE = "report.html"
 MAX_SAMPLES = 1000  # per task embedded in the sample browser: keeps a report small enough to attach
 CHAR_DIFF_LIMIT = 3000  # longer texts get the word diff only (difflib is quadratic)
+THUMB_PX = 64  # image tasks: thumbnails fit in a THUMB_PX square, embedded as PNG data: URIs
+MAX_THUMBS = 12  # per image set (reference or a row's generated images): the first ones, sorted
 ARROWS = {True: " ↑", False: " ↓", None: ""}
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
 MARKS = {
@@ -83,15 +88,18 @@ def render_run_report(run_dir: Path, comparison: Comparison | None = None) -> st
     rows = model_rows(results)
     colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(rows)}
     marks = _marks(comparison, run_dir)
-    # Each section is (anchor, title, html). Image tasks add theirs the same way: a thumbnails grid of
-    # generated vs reference images, downscaled and embedded as data: URIs (the CSP allows img-src data:).
+    # Each section is (anchor, title, html); an empty html drops the section. Image tasks get a
+    # thumbnails grid of generated vs reference images, downscaled and embedded as data: URIs (the CSP
+    # allows img-src data:); the sample browser lists text tasks only.
     sections = [
         ("results", "Results", _results_section(results, rows, colors, marks, comparison)),
         ("settings", "Settings", _settings_section(results, rows, colors)),
         ("plots", "Plots", _plots_section(results, samples, rows, colors)),
-        ("samples", "Samples", _samples_section()),
+        ("images", "Images", _thumbnails_section(results, rows, colors)),
+        ("samples", "Samples", _samples_section() if text_tasks(results) else ""),
         ("method", "Method", _method_section(results)),
     ]
+    sections = [s for s in sections if s[2]]
     data = _browser_data(results, samples, rows, colors)
     suite = results["suite"]
     header = (
@@ -233,6 +241,15 @@ def task_outputs(results: dict[str, Any], task: str) -> list[tuple[str, bool | N
             for name, value in entry["metrics"].items():
                 outputs.setdefault(name, value.get("higher_is_better"))
     return list(outputs.items())
+
+
+def text_tasks(results: dict[str, Any]) -> list[str]:
+    """Tasks scored from generated text (with samples); image tasks have none."""
+    return [name for name, info in results["tasks"].items() if info.get("kind", "text") != "image"]
+
+
+def image_tasks(results: dict[str, Any]) -> list[str]:
+    return [name for name, info in results["tasks"].items() if info.get("kind") == "image"]
 
 
 def _score_of(results: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -469,6 +486,7 @@ def _plots_section(
     results: dict[str, Any], samples: list[dict[str, Any]], rows: list[str], colors: dict[str, str]
 ) -> str:
     scores = _score_of(results)
+    image = set(image_tasks(results))  # scored as sets: no per-sample scores to spread
     per_sample: dict[tuple[str, str, str], list[float]] = {}
     for s in samples:
         for name, value in s.get("scores", {}).items():
@@ -480,6 +498,7 @@ def _plots_section(
     ]
     for task in results["tasks"]:
         cards = []
+        scored = [row for row in rows if any(key[:2] == (row, task) for key in scores)]
         for name, hib in task_outputs(results, task):
             bars = [
                 (
@@ -488,9 +507,12 @@ def _plots_section(
                     scores.get((row, task, name), {}).get("score"),
                     scores.get((row, task, name), {}).get("ci"),
                 )
-                for row in rows
+                for row in scored
             ]
-            spread = [(row, colors[row], per_sample.get((row, task, name), [])) for row in rows]
+            spread = [
+                (row, colors[row], [] if task in image else per_sample.get((row, task, name), []))
+                for row in scored
+            ]
             box = _box_plot(spread) if any(v for _, _, v in spread) else ""
             title = f'{esc(name)}{ARROWS[hib]} <span class="muted">· {esc(task)}</span>'
             per_sample_part = f'<div class="sub">per sample (median at right)</div>{box}' if box else ""
@@ -664,6 +686,97 @@ def _speed_chart(results: dict[str, Any], rows: list[str], colors: dict[str, str
     )
 
 
+# --- image tasks: thumbnails of the generated and reference sets ------------------------------------
+
+_THUMB_CSS = (
+    ".thumbset{margin:0 0 12px}.thumbset .head{font-size:12px;margin:0 0 4px}"
+    ".thumbs{display:flex;flex-wrap:wrap;gap:4px}"
+    f".thumbs img{{width:{THUMB_PX}px;height:{THUMB_PX}px;object-fit:contain;background:var(--chip);"
+    "border:1px solid var(--line);border-radius:3px}"
+    f".thumbs .bad{{width:{THUMB_PX}px;height:{THUMB_PX}px;font-size:10px;overflow:hidden;"
+    "color:var(--bad);border:1px dashed var(--line);border-radius:3px;word-break:break-all}"
+)
+
+
+def _thumbnails_section(results: dict[str, Any], rows: list[str], colors: dict[str, str]) -> str:
+    """Per image task: the reference set, then each row's generated set, as small thumbnails."""
+    tasks = image_tasks(results)
+    if not tasks:
+        return ""
+    parts = [
+        f"<style>{_THUMB_CSS}</style>"
+        f'<p class="legend">The first {MAX_THUMBS} images of each set in file order, downscaled to '
+        f"{THUMB_PX} px and embedded in the page; the scores are over the whole sets.</p>"
+    ]
+    for task in tasks:
+        info = results["tasks"][task]
+        facts = esc(f"n={info.get('n')} · backbone {info.get('backbone') or '?'}")
+        sets = [_image_set("reference", "", info.get("path"))]
+        for row in rows:
+            entry = next((e for e in results["results"] if e["model"] == row and e["task"] == task), None)
+            if entry is not None:
+                sets.append(_image_set(row, colors[row], entry.get("generated_images")))
+        parts.append(
+            f'<h3>{esc(task)} <span class="muted small">{facts}</span></h3>'
+            f'<div class="card">{"".join(sets)}</div>'
+        )
+    return "".join(parts)
+
+
+def _image_set(label: str, color: str, path: str | None) -> str:
+    """One labelled grid; a note instead when the set is statistics, missing or unreadable."""
+    head = (_swatch(color) if color else "") + f"<b>{esc(label)}</b>"
+    if path:
+        head += f' <span class="mono muted">{esc(path)}</span>'
+    if not path:
+        body = '<p class="legend">no image set recorded for this row</p>'
+    elif is_stats_file(path):
+        body = '<p class="legend">reference given as statistics, no images</p>'
+    else:
+        try:
+            files = _image_files(Path(path))
+        except (UserError, OSError, ValueError) as error:
+            body = f'<p class="legend">images not shown: {esc(error)}</p>'
+        else:
+            shown = "".join(_thumbnail(f) for f in files[:MAX_THUMBS])
+            count = f"{min(len(files), MAX_THUMBS)} of {len(files)}"
+            head += f' <span class="muted">· {esc(count)}</span>'
+            body = f'<div class="thumbs">{shown}</div>'
+    return f'<div class="thumbset"><div class="head">{head}</div>{body}</div>'
+
+
+def _image_files(source: Path) -> list[Path]:
+    """The files of a set in the order ``aigc_eval.images.open_image_set`` gives them, without hashing
+    every file's bytes as it does (a 50k-image folder would be read whole for 12 thumbnails)."""
+    if not source.exists():
+        raise UserError(f"{source} is not here (was the run folder moved?)")
+    if source.is_dir():
+        files = sorted(
+            (p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+            key=lambda p: p.relative_to(source).as_posix(),
+        )
+        if not files:
+            raise UserError(f"{source}: no images found")
+        return files
+    return _read_list_file(source)
+
+
+def _thumbnail(path: Path) -> str:
+    """An <img> with the image downscaled into a THUMB_PX square as a PNG data: URI."""
+    name = esc(path.name)
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a reduced size
+            small = image.convert("RGB")
+            small.thumbnail((THUMB_PX, THUMB_PX))
+            buffer = io.BytesIO()
+            small.save(buffer, format="PNG", optimize=True)
+    except Exception:  # one bad file costs its thumbnail, never the report
+        return f'<div class="bad" title="{name}">unreadable: {name}</div>'
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{name}" title="{name}">'
+
+
 # --- the sample browser ---------------------------------------------------------------------------
 
 
@@ -680,9 +793,12 @@ def _browser_data(
     results: dict[str, Any], samples: list[dict[str, Any]], rows: list[str], colors: dict[str, str]
 ) -> dict[str, Any]:
     """What the sample browser shows, per task: samples with every row's prediction, scores and diffs."""
+    texts = text_tasks(results)
+    have_text = {e["model"] for e in results["results"] if e["task"] in texts}
+    rows = [row for row in rows if row in have_text]  # rows that only made images have no samples
     index = {row: i for i, row in enumerate(rows)}
     tasks = []
-    for task in results["tasks"]:
+    for task in texts:
         outputs = task_outputs(results, task)
         by_id: dict[str, dict[str, Any]] = {}
         for s in samples:
