@@ -223,7 +223,12 @@ def generate_for(
 
 
 def score_row_task(
-    pool: BackendPool, suite: Suite, row: ModelRow, data: TaskData, predictions: list[str]
+    pool: BackendPool,
+    suite: Suite,
+    row: ModelRow,
+    data: TaskData,
+    predictions: list[str],
+    progress: ProgressFactory = _no_progress,
 ) -> tuple[dict[str, Score], dict[str, list[float]], list[np.ndarray]]:
     """Scores (with intervals), per-sample scores, and each metric's stats rows (kept for compare)."""
     references = [list(e.references) for e in data.examples]
@@ -231,6 +236,7 @@ def score_row_task(
     per_sample: dict[str, list[float]] = {}
     all_stats = []
     intervals = suite.intervals
+    advance = progress(f"score {row.name} × {data.task.name}", len(suite.metrics))
     for index, spec in enumerate(suite.metrics):
         where = f"metrics[{index}]"
         scorer = pool.scorer(spec, row, where) if spec.name in MODEL_METRICS else None
@@ -254,6 +260,7 @@ def score_row_task(
                 )
             scores[name] = score
         per_sample.update(metric.sample_scores(stats))
+        advance(1)
     return scores, per_sample, all_stats
 
 
@@ -353,7 +360,7 @@ def run_suite(
             for data in tasks:
                 predictions, timing = generate_for(backend, row, data, run_dir, progress)
                 started = time.perf_counter()
-                scores, per_sample, stats = score_row_task(pool, suite, row, data, predictions)
+                scores, per_sample, stats = score_row_task(pool, suite, row, data, predictions, progress)
                 timing["scoring_s"] = round(time.perf_counter() - started, 4)
                 outcomes.append(
                     RowTaskOutcome(row.name, data.task.name, predictions, scores, per_sample, stats, timing)
