@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -181,17 +181,68 @@ def _pair_scores(
 ) -> dict[str, Score]:
     scores: dict[str, Score] = {}
     if "fid" in metrics:
-        scores["fid"] = im.fid_score(gen, ref, backbone, origin)
+        scores["fid"] = _with_draws_interval(im.fid_score(gen, ref, backbone, origin), gen, ref, seed)
     if "fid_inf" in metrics:
         scores["fid_inf"] = im.fid_inf_score(gen, ref, backbone, origin, seed=seed)
     if "kid" in metrics:
-        scores["kid"] = im.kid_score(gen, ref, backbone, origin, seed=seed)
+        kid = im.kid_score(gen, ref, backbone, origin, seed=seed)
+        std = kid.details["std"]
+        interval = {
+            "low": kid.score - std,
+            "high": kid.score + std,
+            "mean": kid.score,
+            "half_width": std,
+            "n_resamples": int(kid.details["subset_size"]),
+            "seed": seed,
+            "method": "kid-subset-std",
+        }
+        scores["kid"] = replace(kid, interval=interval)
     if "cmmd" in metrics:
         scores["cmmd"] = im.cmmd_score(gen, ref, origin)
     manifold = [m for m in metrics if m in _MANIFOLD]
     if manifold:
         scores.update(im.manifold_scores(gen, ref, manifold, origin))
     return scores
+
+
+FID_DRAWS = 5  # disjoint draws of the generated set for FID's interval
+
+
+def _with_draws_interval(score: Score, gen: im.FeatureSet, ref: im.FeatureSet, seed: int) -> Score:
+    """FID's spread over disjoint draws of the generated set, when each draw is still full-rank.
+
+    FID has no per-sample statistics to bootstrap; splitting the generated images into
+    ``FID_DRAWS`` disjoint draws (seeded) and scoring each against the reference shows how
+    much the value moves with the images drawn. The draws are smaller than the set, so
+    their FIDs are biased upward: the interval is [min, max] of FID at size N/draws.
+    """
+    size = (gen.n or 0) // FID_DRAWS
+    if gen.features is None or size <= gen.dim:
+        reason = f"needs {FID_DRAWS} disjoint draws of more than {gen.dim} generated images each"
+        return replace(score, details={**score.details, "ci_unavailable": reason})
+    order = np.random.default_rng(seed).permutation(gen.n)
+    values = np.array(
+        [
+            im.frechet_distance_of_sets(
+                im.FeatureSet.from_features(gen.features[order[i * size : (i + 1) * size]]), ref
+            )
+            for i in range(FID_DRAWS)
+        ]
+    )
+    low, high = float(values.min()), float(values.max())
+    interval = {
+        "low": low,
+        "high": high,
+        "mean": float(values.mean()),
+        "half_width": (high - low) / 2,
+        "n_resamples": FID_DRAWS,
+        "draw_size": size,
+        "seed": seed,
+        "method": "disjoint-draws-min-max",
+    }
+    return replace(
+        score, interval=interval, signature=f"{score.signature}|draws:{FID_DRAWS}x{size}|seed:{seed}"
+    )
 
 
 def _check_contents(

@@ -127,3 +127,29 @@ def test_cli_image_score_and_stats(tmp_path: Path, small_sets: dict[str, Path], 
         == 2
     )
     assert "broken.png" in capsys.readouterr().err
+
+
+def test_fid_interval_from_disjoint_draws_and_kid_std() -> None:
+    from aigc_eval import image_scoring
+    from aigc_eval.metrics import image as im
+
+    rng = np.random.default_rng(0)
+    gen = im.FeatureSet.from_features(rng.normal(0.3, 1.0, size=(200, 8)))
+    ref = im.FeatureSet.from_features(rng.normal(0.0, 1.0, size=(150, 8)))
+    scores = image_scoring._pair_scores(gen, ref, ["fid", "kid"], "inception-v3-tf", "origin", seed=3)
+    order = np.random.default_rng(3).permutation(200)
+    draws = [
+        im.frechet_distance(
+            *im.mean_and_covariance(gen.features[order[i * 40 : (i + 1) * 40]]), ref.mu, ref.sigma
+        )
+        for i in range(5)
+    ]
+    fid = scores["fid"]
+    assert fid.interval["low"] == pytest.approx(min(draws), rel=1e-9)
+    assert fid.interval["high"] == pytest.approx(max(draws), rel=1e-9)
+    assert fid.signature.endswith("|draws:5x40|seed:3")
+    assert scores["kid"].interval["half_width"] == scores["kid"].details["std"]
+    # Too few images for full-rank draws: the interval is stated as unavailable, not invented.
+    small = im.FeatureSet.from_features(rng.normal(size=(30, 8)))
+    unavailable = image_scoring._pair_scores(small, ref, ["fid"], "inception-v3-tf", "origin", seed=3)["fid"]
+    assert unavailable.interval is None and "needs 5 disjoint draws" in unavailable.details["ci_unavailable"]
