@@ -7,6 +7,7 @@ recomputed from the saved generations (cheap next to generation).
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from aigc_eval.backends import create_backend
 from aigc_eval.backends.base import Backend, TokenLogLikelihood
@@ -407,7 +407,7 @@ def _prepare_run_dir(
         raise UserError(
             f"{run_dir}: not a run folder (no {MANIFEST_FILE}); pass a folder made by 'aigc-eval run'"
         )
-    previous = yaml.safe_load(manifest_file.read_text(encoding="utf-8"))
+    previous = json.loads(manifest_file.read_text(encoding="utf-8"))
     if previous.get("suite") != suite.name:
         raise UserError(f"{run_dir}: is a run of suite {previous.get('suite')!r}, not {suite.name!r}")
     if previous.get("limit") != limit:
