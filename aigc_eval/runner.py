@@ -311,12 +311,19 @@ def _last_uses(suite: Suite) -> dict[tuple[Any, ...], int]:
 
 @contextmanager
 def _saving_progress_on_interrupt(run_dir: Path, suite_path: Path) -> Iterator[None]:
+    """Ctrl-C or a user error mid-run: say where the finished generations are and how to go on."""
+    resume = f"aigc-eval run {suite_path} --resume {run_dir}"
     try:
         yield
     except KeyboardInterrupt:
         raise UserError(
-            f"interrupted; finished batches are saved in {run_dir}. "
-            f"Continue with: aigc-eval run {suite_path} --resume {run_dir}"
+            f"interrupted; finished batches are saved in {run_dir}. Continue with: {resume}"
+        ) from None
+    except UserError as error:
+        if not any((run_dir / GENERATIONS_DIR).glob("*.jsonl")):
+            raise
+        raise UserError(
+            f"{error}\n(finished generations are saved; after the fix continue with: {resume})"
         ) from None
 
 

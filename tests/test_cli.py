@@ -3,6 +3,7 @@ kill reproduces an uninterrupted run, and user errors exit 2 with one clear line
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -343,3 +344,15 @@ def test_run_with_baseline_compares_in_one_step(tmp_path: Path, capsys) -> None:
     assert json.loads((current / "compare.json").read_text())["has_regression"] is False
     assert main(["run", str(suite), "--quiet", "--baseline", str(tmp_path / "nope")]) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_metric_error_after_generation_keeps_the_work_and_says_how_to_resume(tmp_path: Path, capsys) -> None:
+    # sacrebleu's ja-mecab tokenizer is not installed here: BLEU fails after generation.
+    if importlib.util.find_spec("MeCab") is not None:
+        pytest.skip("MeCab is installed, so ja-mecab works")
+    suite = _write_suite(tmp_path, metrics=[{"name": "bleu", "tokenize": "ja-mecab"}])
+    assert main(["run", str(suite), "--output-dir", str(tmp_path / "out"), "--quiet", "--limit", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "ja-mecab" in err and "--resume" in err and "Traceback" not in err
+    run_dir = _run_dirs(tmp_path / "out")[0]
+    assert len((run_dir / "generations" / "greedy__en.jsonl").read_text().splitlines()) == 3  # header + 2
