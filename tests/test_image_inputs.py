@@ -176,7 +176,7 @@ def test_score_images_from_two_feature_files(tmp_path: Path) -> None:
     assert scores["precision"].score == im.precision_recall(gen, ref)[0]
     assert scores["fid"].signature == (
         "fid|backbone:inception-v3-tf|weights:abababababab|resize:pil-bicubic-299|n_gen:40|n_ref:50"
-        "|trace:eigh|dtype:float64"
+        "|trace:eigh|dtype:float64|draws:5x8|seed:0"  # the interval: FID over 5 disjoint draws of 8
     )
     assert scores["kid"].to_dict()["std"] > 0
 
@@ -186,7 +186,7 @@ def test_score_images_rejects_mismatched_or_thin_statistics(tmp_path: Path) -> N
     np.savez(tmp_path / "pfid.npz", mu=ref.mean(0), sigma=np.cov(ref, rowvar=False))
     with pytest.warns(UserWarning, match="carry no provenance"):
         fid = score_images(gen_path, tmp_path / "pfid.npz", ["fid"], cache_dir=False)["fid"]
-    assert fid.signature.endswith("|n_gen:40|n_ref:unknown|trace:eigh|dtype:float64")
+    assert fid.signature.endswith("|n_gen:40|n_ref:unknown|trace:eigh|dtype:float64|draws:5x8|seed:0")
     assert "stats:external-npz" in fid.signature
     with pytest.raises(
         UserError, match=r"pfid\.npz: holds only mu/sigma, but kid need\(s\) per-image features"
