@@ -20,7 +20,7 @@ import numpy as np
 
 from aigc_eval.backends import create_backend
 from aigc_eval.backends.base import Backend, TokenLogLikelihood
-from aigc_eval.compare import Comparison, compare_runs
+from aigc_eval.compare import IMPROVEMENT, REGRESSION, Comparison, compare_runs
 from aigc_eval.config import MetricSpec, ModelRow, Suite, load_suite, stable_hash
 from aigc_eval.data import ImageTaskData, TaskData, load_image_task, load_task
 from aigc_eval.errors import UserError
@@ -375,8 +375,34 @@ def run_suite(
             pool.release_unused({key for key, last in last_use.items() if last > index})
 
     write_run_outputs(run_dir, suite, config_hash, [*tasks, *image_tasks], models, outcomes, limit)
-    write_run_report(run_dir, _within_run_comparison(suite, run_dir))
+    comparison = _within_run_comparison(suite, run_dir)
+    if comparison is not None:
+        _record_significance(run_dir, comparison)
+    write_run_report(run_dir, comparison)
     return run_dir
+
+
+def _record_significance(run_dir: Path, comparison: Comparison) -> None:
+    """Put the baseline-row verdicts into results.json, so every table marks them (▲ / ▼)."""
+    results = json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    results["significance"] = {
+        "baseline": comparison.pairs[0][0],
+        "test": comparison.test,
+        "correction": comparison.correction,
+        "marks": [
+            {
+                "model": e.current_model,
+                "task": e.task,
+                "metric": e.metric,
+                "verdict": e.verdict,
+                "p_corrected": e.p_corrected,
+            }
+            for e in comparison.entries
+            if e.verdict in (REGRESSION, IMPROVEMENT)
+        ],
+    }
+    write_json(run_dir / RESULTS_FILE, results)
+    write_atomic(run_dir / "table.md", to_markdown(results))
 
 
 def _within_run_comparison(suite: Suite, run_dir: Path) -> Comparison | None:

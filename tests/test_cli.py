@@ -356,3 +356,26 @@ def test_metric_error_after_generation_keeps_the_work_and_says_how_to_resume(tmp
     assert "ja-mecab" in err and "--resume" in err and "Traceback" not in err
     run_dir = _run_dirs(tmp_path / "out")[0]
     assert len((run_dir / "generations" / "greedy__en.jsonl").read_text().splitlines()) == 3  # header + 2
+
+
+def test_baseline_row_marks_significant_differences_in_the_tables(tmp_path: Path, capsys) -> None:
+    rows = [
+        {"name": "greedy", "path": str(DEMO_MODEL), "dtype": "float32", "generation": {"max_new_tokens": 12}},
+        {
+            "name": "untrained",
+            "path": str(REPO / "suites/models/demo-gpt2-untrained"),
+            "dtype": "float32",
+            "generation": {"max_new_tokens": 12},
+        },
+    ]
+    suite = _write_suite(
+        tmp_path, models=rows, metrics=["bleu"], regression={"baseline": "greedy", "n_trials": 500}
+    )
+    assert main(["run", str(suite), "--output-dir", str(tmp_path / "out")]) == 0
+    run_dir = _run_dirs(tmp_path / "out")[0]
+    results = json.loads((run_dir / "results.json").read_text())
+    marks = {(m["model"], m["task"], m["metric"]): m["verdict"] for m in results["significance"]["marks"]}
+    assert marks == {("untrained", "en", "bleu"): "regression", ("untrained", "zh", "bleu"): "regression"}
+    table = (run_dir / "table.md").read_text()
+    assert "worse than `greedy`" in table and table.count("▼") == 2 + 1  # two cells and the legend
+    assert "▼" in capsys.readouterr().out  # the printed table too

@@ -58,12 +58,19 @@ def task_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
         (e["model"], f"{e['task']}/{m}"): v for e in results["results"] for m, v in e["metrics"].items()
     }
     directions = {column: value.get("higher_is_better") for (_, column), value in values.items()}
+    marks = {
+        (m["model"], f"{m['task']}/{m['metric']}"): " ▲" if m["verdict"] == "improvement" else " ▼"
+        for m in results.get("significance", {}).get("marks", [])
+    }
     tables: dict[str, pd.DataFrame] = {}
     for task in results["tasks"]:
         columns = [c for c in frame.columns if c.split("/", 1)[0] == task]
         models = [m for m in frame.index if any((m, c) in values for c in columns)]  # rows in this task
         shown = pd.DataFrame(
-            {c: [_cell(values.get((model, c))) for model in models] for c in columns},
+            {
+                c: [_cell(values.get((model, c))) + marks.get((model, c), "") for model in models]
+                for c in columns
+            },
             index=pd.Index(models, name="model"),
         )
         shown.columns = [f"{c.split('/', 1)[1]}{_ARROWS[directions.get(c)]}" for c in columns]
@@ -73,6 +80,12 @@ def task_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
 
 def to_markdown(results: dict[str, Any]) -> str:
     sections = [f"# {results['suite_name']} — run {results['run_id']}\n"]
+    significance = results.get("significance")
+    if significance:
+        sections.append(
+            f"▲ / ▼: significantly better / worse than `{significance['baseline']}` "
+            f"(paired {significance['test']}, {significance['correction']}-corrected).\n"
+        )
     for task, table in task_tables(results).items():
         info = results["tasks"][task]
         if info.get("kind") == "image":
