@@ -84,7 +84,7 @@ def to_markdown(results: dict[str, Any]) -> str:
     if significance:
         sections.append(
             f"▲ / ▼: significantly better / worse than `{significance['baseline']}` "
-            f"(paired {significance['test']}, {significance['correction']}-corrected).\n"
+            f"({significance['test']}, {significance['correction']}-corrected).\n"
         )
     for task, table in task_tables(results).items():
         info = results["tasks"][task]
