@@ -95,9 +95,6 @@ class MemoizedScorer:
             self._memo.update(zip(missing, fresh, strict=True))
         return [self._memo[k] for k in keys]
 
-    def describe(self) -> dict[str, str]:
-        return self._backend.describe()
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
 
@@ -149,14 +146,10 @@ class BackendPool:
     def scorer(self, spec: MetricSpec, row: ModelRow, where: str) -> MemoizedScorer:
         """The model a perplexity-style metric scores with: a named row, a path, or the row's own."""
         name = spec.options.get("model")
-        if name is None:
-            target = row
-        elif name in self._rows:
-            target = self._rows[name]
-        else:
-            if not Path(self.resolve_path(name)).exists() and name.startswith((".", "/", "~")):
-                raise UserError(f"{where}.model: {name!r} is neither a model row name nor an existing path")
-            target = ModelRow(name=name, path=name, device=row.device, dtype="float32")
+        local = name is not None and name not in self._rows and name.startswith((".", "/", "~"))
+        if local and not Path(self.resolve_path(name)).exists():
+            raise UserError(f"{where}.model: {name!r} is neither a model row name nor an existing path")
+        target = _scoring_row(name, row, self._rows)
         key = target.load_key()
         if key not in self._scorers:
             self._scorers[key] = MemoizedScorer(self.get(target))
@@ -301,12 +294,18 @@ def _last_uses(suite: Suite) -> dict[tuple[Any, ...], int]:
     for i, row in enumerate(suite.models):
         last[row.load_key()] = i
         for spec in suite.metrics:
-            named = spec.options.get("model") if spec.name in MODEL_METRICS else None
-            if named in rows:
-                last[rows[named].load_key()] = i
-            elif named is not None:
-                last[ModelRow(name=named, path=named, device=row.device, dtype="float32").load_key()] = i
+            if spec.name in MODEL_METRICS:
+                last[_scoring_row(spec.options.get("model"), row, rows).load_key()] = i
     return last
+
+
+def _scoring_row(name: str | None, row: ModelRow, rows: dict[str, ModelRow]) -> ModelRow:
+    """What scores for ``row``: its own model, a named row, or a model path (in float32)."""
+    if name is None:
+        return row
+    if name in rows:
+        return rows[name]
+    return ModelRow(name=name, path=name, device=row.device, dtype="float32")
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from PIL import Image
 
 from aigc_eval.errors import UserError
 from aigc_eval.images import IMAGE_SUFFIXES, _read_list_file, is_stats_file
-from aigc_eval.report.tables import _decimals, format_score
+from aigc_eval.report.tables import format_score, score_decimals
 from aigc_eval.report.templates import CSS, JS
 from aigc_eval.results import SAMPLES_FILE, load_results, write_atomic
 
@@ -191,7 +191,7 @@ def ci_text(score: float, ci: dict[str, Any] | None) -> str:
     """'[51.20, 96.40]' at the score's precision, or '' without an interval."""
     if not ci or not math.isfinite(score) or ci.get("low") is None or ci.get("high") is None:
         return ""
-    places = _decimals(score)
+    places = score_decimals(score)
     return f"[{format_score(ci['low'], places)}, {format_score(ci['high'], places)}]"
 
 

@@ -32,7 +32,7 @@ from aigc_eval.report.html import (
     sort_key,
     sparkline,
 )
-from aigc_eval.report.tables import _decimals, format_score
+from aigc_eval.report.tables import format_score, format_with_interval
 from aigc_eval.results import RESULTS_FILE, load_results
 
 Format = Literal["html", "md", "csv"]
@@ -336,9 +336,7 @@ def to_markdown(board: Leaderboard, base: Path) -> str:
                     cells.append("")
                     continue
                 point = history[-1]
-                text = format_score(point.score)
-                if point.ci and point.ci.get("half_width") is not None:
-                    text += f" ± {format_score(point.ci['half_width'], _decimals(point.score))}"
+                text = format_with_interval(point.score, point.ci)
                 if len(history) > 1:
                     text += f" {text_sparkline([p.score for p in history])}"
                 if any(_changed_method(history)):

@@ -28,7 +28,7 @@ def comparison_frame(results: dict[str, Any], intervals: bool = False) -> pd.Dat
     return frame
 
 
-def _decimals(value: float) -> int:
+def score_decimals(value: float) -> int:
     """Precision by magnitude, so 0–1 and 0–100 scales both read well."""
     return 0 if abs(value) >= 1000 else 2 if abs(value) >= 10 else 4
 
@@ -37,18 +37,21 @@ def format_score(value: float | None, decimals: int | None = None) -> str:
     """Library scale kept (sacrebleu 0–100, ROUGE 0–1)."""
     if value is None or math.isnan(value):
         return "n/a"
-    return f"{value:,.{_decimals(value) if decimals is None else decimals}f}"
+    return f"{value:,.{score_decimals(value) if decimals is None else decimals}f}"
+
+
+def format_with_interval(score: float, ci: dict[str, Any] | None) -> str:
+    """'31.20 ± 0.80': the score and the half-width of its interval at the score's precision,
+    as sacrebleu prints."""
+    text = format_score(score)
+    half = ci.get("half_width") if ci else None
+    if half is not None and not math.isnan(score) and not math.isnan(half):
+        text += f" ± {format_score(half, score_decimals(score))}"
+    return text
 
 
 def _cell(value: dict[str, Any] | None) -> str:
-    """'31.20 ± 0.80': the score and the half-width of its bootstrap interval, as sacrebleu prints."""
-    if value is None:
-        return ""
-    text = format_score(value["score"])
-    ci = value.get("ci")
-    if ci and not math.isnan(value["score"]) and not math.isnan(ci["half_width"]):
-        text += f" ± {format_score(ci['half_width'], _decimals(value['score']))}"
-    return text
+    return "" if value is None else format_with_interval(value["score"], value.get("ci"))
 
 
 def task_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
