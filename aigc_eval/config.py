@@ -58,6 +58,8 @@ class ModelRow(_Strict):
     trust_remote_code: bool = False
     chat: bool = False
     system: str | None = None
+    # PyTorch's fused tanh-GELU for GPT-2-style activations: same function up to float rounding.
+    fused_activations: bool = True
     generation: Generation = Field(default_factory=Generation)
 
     @field_validator("device")
@@ -75,7 +77,15 @@ class ModelRow(_Strict):
 
     def load_key(self) -> tuple[Any, ...]:
         """Rows with the same key share one loaded model."""
-        return (self.backend, self.path, self.revision, self.dtype, self.device, self.trust_remote_code)
+        return (
+            self.backend,
+            self.path,
+            self.revision,
+            self.dtype,
+            self.device,
+            self.trust_remote_code,
+            self.fused_activations,
+        )
 
 
 IMAGE_METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "cmmd", "fid_inf")

@@ -139,6 +139,7 @@ class BackendPool:
                 trust_remote_code=row.trust_remote_code,
                 chat=row.chat,
                 system=row.system,
+                fused_activations=row.fused_activations,
             )
         except UserError as error:
             raise UserError(f"{where}: {error}") from None

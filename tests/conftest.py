@@ -67,3 +67,11 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def plain_lm(tiny_lm_dir: Path):
+    """The tiny model exactly as transformers loads it (no aigc-eval kernel swaps): the reference."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype="float32").eval()

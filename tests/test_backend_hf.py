@@ -11,6 +11,7 @@ import pytest
 import torch
 import transformers
 from transformers import AutoTokenizer
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from aigc_eval.backends import create_backend
 from aigc_eval.backends.base import GenerationSettings
@@ -227,6 +228,7 @@ def test_create_backend_and_describe(tiny_lm_dir: Path) -> None:
         "dtype": "float32",
         "device": "cpu",
         "context_length": "64",
+        "fused_activations": "2",
         "transformers": transformers.__version__,
         "torch": torch.__version__,
     }
@@ -253,18 +255,33 @@ def reference_nll(model: torch.nn.Module, seq: list[int], context_start) -> floa
     return total
 
 
-def window_start(n: int, max_length: int, stride: int):
-    """Token t >= max_length is scored in the window ending at the first max_length + k*stride > t."""
+def window_start(n: int, max_length: int, step: int):
+    """Windows start ``step`` apart; token t >= max_length is in window (t - max_length) // step + 1."""
 
     def start(t: int) -> int:
-        if t < max_length:
-            return 0
-        end = max_length
-        while end <= t:
-            end += stride
-        return min(end, n) - max_length
+        return 0 if t < max_length else ((t - max_length) // step + 1) * step
 
     return start
+
+
+def hf_docs_recipe(model: torch.nn.Module, seq: list[int], max_length: int, stride: int) -> float:
+    """The transformers docs' "perplexity of fixed-length models" loop, verbatim but for the token
+    count (``labels[:, 1:] != -100``: the docs' "valid labels minus one" is right for window one only)."""
+    ids = torch.tensor([seq])
+    nll_sum, prev_end_loc = 0.0, 0
+    for begin_loc in range(0, ids.size(1), stride):
+        end_loc = min(begin_loc + max_length, ids.size(1))
+        trg_len = end_loc - prev_end_loc
+        input_ids = ids[:, begin_loc:end_loc]
+        target_ids = input_ids.clone()
+        target_ids[:, :-trg_len] = -100
+        with torch.no_grad():
+            loss = model(input_ids, labels=target_ids).loss
+        nll_sum += loss.item() * int((target_ids[:, 1:] != -100).sum())
+        prev_end_loc = end_loc
+        if end_loc == ids.size(1):
+            break
+    return nll_sum
 
 
 TEXTS = [
@@ -280,24 +297,26 @@ def text_ids(backend: HFBackend, text: str) -> list[int]:
     return backend.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def test_loglikelihood_matches_per_token_reference(backend: HFBackend) -> None:
+def test_loglikelihood_matches_per_token_reference(backend: HFBackend, plain_lm: torch.nn.Module) -> None:
     assert len(text_ids(backend, "A")) == 1
     got = backend.loglikelihood(TEXTS)
     bos = backend.tokenizer.bos_token_id
     for text, scored in zip(TEXTS, got, strict=True):
         ids = text_ids(backend, text)
         assert scored.tokens == len(ids)
-        expected = reference_nll(backend.model, [bos, *ids], lambda t: 0)
+        expected = reference_nll(plain_lm, [bos, *ids], lambda t: 0)
         assert scored.nll == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert got[2].nll == 0.0 and got[2].tokens == 0
 
 
-def test_loglikelihood_without_bos_leaves_the_first_token_unscored(backend: HFBackend) -> None:
+def test_loglikelihood_without_bos_leaves_the_first_token_unscored(
+    backend: HFBackend, plain_lm: torch.nn.Module
+) -> None:
     got = backend.loglikelihood(TEXTS, prepend_bos=False)
     for text, scored in zip(TEXTS, got, strict=True):
         ids = text_ids(backend, text)
         assert scored.tokens == max(len(ids) - 1, 0)
-        assert scored.nll == pytest.approx(reference_nll(backend.model, ids, lambda t: 0), rel=1e-4, abs=1e-6)
+        assert scored.nll == pytest.approx(reference_nll(plain_lm, ids, lambda t: 0), rel=1e-4, abs=1e-6)
 
 
 LONG = " ".join(TEXTS) * 3
@@ -305,7 +324,7 @@ LONG = " ".join(TEXTS) * 3
 
 @pytest.mark.parametrize(("max_length", "stride"), [(64, 16), (32, 10), (64, None), (20, 20)])
 def test_sliding_windows_score_every_token_once(
-    backend: HFBackend, max_length: int, stride: int | None
+    backend: HFBackend, plain_lm: torch.nn.Module, max_length: int, stride: int | None
 ) -> None:
     ids = text_ids(backend, LONG)
     seq = [backend.tokenizer.bos_token_id, *ids]
@@ -314,8 +333,20 @@ def test_sliding_windows_score_every_token_once(
     assert scored.tokens == len(ids)
     # stride defaults to max_length: disjoint windows, each reusing one token as context.
     step = min(stride or max_length, max_length - 1)
-    expected = reference_nll(backend.model, seq, window_start(len(seq), max_length, step))
+    expected = reference_nll(plain_lm, seq, window_start(len(seq), max_length, step))
     assert scored.nll == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(("max_length", "stride"), [(64, 32), (32, 10), (48, 47)])
+def test_sliding_windows_equal_the_transformers_docs_recipe(
+    backend: HFBackend, plain_lm: torch.nn.Module, max_length: int, stride: int
+) -> None:
+    texts = [LONG, LONG[:200], TEXTS[1]]
+    got = backend.loglikelihood(texts, max_length=max_length, stride=stride)
+    for text, scored in zip(texts, got, strict=True):
+        seq = [backend.tokenizer.bos_token_id, *text_ids(backend, text)]
+        assert scored.tokens == len(seq) - 1
+        assert scored.nll == pytest.approx(hf_docs_recipe(plain_lm, seq, max_length, stride), rel=1e-5)
 
 
 def test_long_and_short_texts_batch_together(backend: HFBackend, unbatched: HFBackend) -> None:
@@ -326,6 +357,32 @@ def test_long_and_short_texts_batch_together(backend: HFBackend, unbatched: HFBa
         assert a.tokens == b.tokens
         assert a.nll == pytest.approx(b.nll, rel=1e-4, abs=1e-6)
     assert not any(math.isnan(s.nll) for s in batched)
+
+
+def test_fused_activations_match_transformers_own(tiny_lm_dir: Path, backend: HFBackend) -> None:
+    """GPT-2's composed gelu_new becomes PyTorch's fused tanh-GELU: same NLL up to float rounding."""
+    assert backend.fused_activations == 2
+    assert all(isinstance(block.mlp.act, GELUTanh) for block in backend.model.transformer.h)
+    plain = HFBackend(str(tiny_lm_dir), dtype="float32", device="cpu", fused_activations=False)
+    assert plain.fused_activations == 0
+    assert all(isinstance(block.mlp.act, NewGELUActivation) for block in plain.model.transformer.h)
+    texts = [LONG, *TEXTS]
+    for fused, exact in zip(
+        backend.loglikelihood(texts, 32, 8), plain.loglikelihood(texts, 32, 8), strict=True
+    ):
+        assert fused.tokens == exact.tokens
+        assert fused.nll == pytest.approx(exact.nll, rel=1e-5, abs=1e-6)
+
+
+def test_full_logits_fallback_equals_scored_positions_only(tiny_lm_dir: Path, backend: HFBackend) -> None:
+    """Models without ``logits_to_keep`` get full logits sliced to the scored positions: same NLL."""
+    fallback = HFBackend(str(tiny_lm_dir), dtype="float32", device="cpu", batch_size=4)
+    fallback._keeps_logits = False
+    texts = [LONG, *TEXTS, LONG[:150]]
+    kept = backend.loglikelihood(texts, max_length=32, stride=8)
+    for a, b in zip(kept, fallback.loglikelihood(texts, max_length=32, stride=8), strict=True):
+        assert a.tokens == b.tokens
+        assert a.nll == pytest.approx(b.nll, rel=1e-6, abs=1e-7)
 
 
 def test_loglikelihood_rejects_windows_beyond_the_model(backend: HFBackend) -> None:

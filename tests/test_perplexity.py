@@ -27,30 +27,30 @@ def scorer(tiny_lm_dir: Path) -> HFBackend:
     return HFBackend(str(tiny_lm_dir), batch_size=3)
 
 
-def reference(scorer: HFBackend, text: str) -> tuple[float, int]:
+def reference(scorer: HFBackend, model: torch.nn.Module, text: str) -> tuple[float, int]:
     """(NLL sum, tokens) with BOS prepended: one forward per token on its whole prefix."""
     seq = [scorer.tokenizer.bos_token_id, *scorer.tokenizer(text, add_special_tokens=False)["input_ids"]]
     nll = 0.0
     with torch.no_grad():
         for t in range(1, len(seq)):
-            logits = scorer.model(torch.tensor([seq[:t]])).logits[0, -1]
+            logits = model(torch.tensor([seq[:t]])).logits[0, -1]
             nll -= torch.log_softmax(logits.double(), dim=-1)[seq[t]].item()
     return nll, len(seq) - 1
 
 
-def test_rows_hold_nll_tokens_and_bytes(scorer: HFBackend) -> None:
+def test_rows_hold_nll_tokens_and_bytes(scorer: HFBackend, plain_lm: torch.nn.Module) -> None:
     stats = Perplexity(scorer).sample_stats(TEXTS, [[""]] * len(TEXTS))
     assert stats.shape == (len(TEXTS), 3)
     for row, text in zip(stats, TEXTS, strict=True):
-        nll, tokens = reference(scorer, text)
+        nll, tokens = reference(scorer, plain_lm, text)
         assert row[0] == pytest.approx(nll, rel=1e-4)
         assert row[1] == tokens
         assert row[2] == len(text.encode("utf-8"))
 
 
-def test_corpus_perplexity_is_token_weighted(scorer: HFBackend) -> None:
+def test_corpus_perplexity_is_token_weighted(scorer: HFBackend, plain_lm: torch.nn.Module) -> None:
     metric = Perplexity(scorer)
-    refs = [reference(scorer, t) for t in TEXTS]
+    refs = [reference(scorer, plain_lm, t) for t in TEXTS]
     total_nll = sum(n for n, _ in refs)
     total_tokens = sum(k for _, k in refs)
     total_bytes = sum(len(t.encode("utf-8")) for t in TEXTS)
@@ -66,12 +66,12 @@ def test_corpus_perplexity_is_token_weighted(scorer: HFBackend) -> None:
     assert score.name == "perplexity"
 
 
-def test_sample_scores_and_empty_texts(scorer: HFBackend) -> None:
+def test_sample_scores_and_empty_texts(scorer: HFBackend, plain_lm: torch.nn.Module) -> None:
     metric = Perplexity(scorer)
     stats = metric.sample_stats([*TEXTS[:2], ""], [[""]] * 3)
     per_sample = metric.sample_scores(stats)["perplexity"]
     for value, text in zip(per_sample[:2], TEXTS[:2], strict=True):
-        nll, tokens = reference(scorer, text)
+        nll, tokens = reference(scorer, plain_lm, text)
         assert value == pytest.approx(math.exp(nll / tokens), rel=1e-4)
     assert math.isnan(per_sample[2])
     assert list(stats[2]) == [0.0, 0.0, 0.0]
@@ -117,7 +117,9 @@ def test_options_reject_unknown_and_bad_values() -> None:
         Perplexity.Options(max_length=1)
 
 
-def _conditional_reference(scorer: HFBackend, context: str, text: str) -> tuple[float, int]:
+def _conditional_reference(
+    scorer: HFBackend, model: torch.nn.Module, context: str, text: str
+) -> tuple[float, int]:
     """NLL of the tokens of ``context + text`` after the context's own tokens, one forward each."""
     ids = scorer.tokenizer
     whole = [ids.bos_token_id, *ids(context + text, add_special_tokens=False)["input_ids"]]
@@ -125,12 +127,12 @@ def _conditional_reference(scorer: HFBackend, context: str, text: str) -> tuple[
     nll = 0.0
     with torch.no_grad():
         for t in range(first, len(whole)):
-            logits = scorer.model(torch.tensor([whole[:t]])).logits[0, -1]
+            logits = model(torch.tensor([whole[:t]])).logits[0, -1]
             nll -= torch.log_softmax(logits.double(), dim=-1)[whole[t]].item()
     return nll, len(whole) - first
 
 
-def test_context_prompt_scores_only_the_continuation(scorer: HFBackend) -> None:
+def test_context_prompt_scores_only_the_continuation(scorer: HFBackend, plain_lm: torch.nn.Module) -> None:
     prompts = [
         "The cat reads",
         "今天天气",
@@ -142,14 +144,16 @@ def test_context_prompt_scores_only_the_continuation(scorer: HFBackend) -> None:
     # A space is put between an English prompt and its reference; the trailing space of the third
     # prompt moves onto the scored text, as lm-eval does.
     expected = [
-        _conditional_reference(scorer, "The cat reads", " a long letter."),
-        _conditional_reference(scorer, "今天天气", " 很好。"),
-        _conditional_reference(scorer, prompts[2].rstrip(), " the quiet city every day."),
+        _conditional_reference(scorer, plain_lm, "The cat reads", " a long letter."),
+        _conditional_reference(scorer, plain_lm, "今天天气", " 很好。"),
+        _conditional_reference(scorer, plain_lm, prompts[2].rstrip(), " the quiet city every day."),
     ]
     for row, (nll, tokens) in zip(stats, expected, strict=True):
         assert row[0] == pytest.approx(nll, rel=1e-4) and row[1] == tokens
     zh_options = Perplexity.Options(target="references", context="prompt")
     zh = Perplexity(scorer, zh_options, lang="zh", prompts=prompts[:1])
     row = zh.sample_stats(["x"], [["很好。"]])[0]  # CJK: no delimiter
-    assert row[0] == pytest.approx(_conditional_reference(scorer, "The cat reads", "很好。")[0], rel=1e-4)
+    assert row[0] == pytest.approx(
+        _conditional_reference(scorer, plain_lm, "The cat reads", "很好。")[0], rel=1e-4
+    )
     assert "context:prompt" in metric.aggregate(stats)["ref_perplexity"].signature
