@@ -102,10 +102,12 @@ def test_signature(scorer: HFBackend, tiny_lm_dir: Path) -> None:
     ver = transformers.__version__
     assert Perplexity(scorer).signature() == (
         f"ppl|model:{tiny_lm_dir}|weights:{sha[:12]}|window:64|stride:64|bos:yes|context:none"
-        f"|agg:token-weighted|transformers:{ver}"
+        f"|agg:token-weighted|gelu:fused|transformers:{ver}"
     )
     options = Perplexity.Options(max_length=32, stride=8, prepend_bos=False)
     assert "|window:32|stride:8|bos:no|" in Perplexity(scorer, options).signature()
+    exact = HFBackend(str(tiny_lm_dir), fused_activations=False)
+    assert "|agg:token-weighted|transformers:" in Perplexity(exact).signature()
 
 
 def test_options_reject_unknown_and_bad_values() -> None:

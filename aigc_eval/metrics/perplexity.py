@@ -111,8 +111,10 @@ class Perplexity(Metric):
         window = self.options.max_length or info.get("context_length") or "model"
         stride = self.options.stride or window
         bos = "yes" if self.options.prepend_bos else "no"
+        # Scores from a model whose tanh-GELUs were swapped for the fused kernel say so.
+        fused = "|gelu:fused" if info.get("fused_activations", "0") != "0" else ""
         return (
             f"ppl|model:{info.get('model', '?')}|weights:{info.get('weights_sha256', 'unknown')[:12]}"
-            f"|window:{window}|stride:{stride}|bos:{bos}|context:{self.options.context}|agg:token-weighted"
+            f"|window:{window}|stride:{stride}|bos:{bos}|context:{self.options.context}|agg:token-weighted{fused}"
             f"|transformers:{info.get('transformers', '?')}"
         )
