@@ -80,8 +80,9 @@ class MemoizedScorer:
         stride: int | None = None,
         prepend_bos: bool = True,
         contexts: Sequence[str] | None = None,
+        per_token: bool = False,
     ) -> list[TokenLogLikelihood]:
-        options = (max_length, stride, prepend_bos)
+        options = (max_length, stride, prepend_bos, per_token)
         keys = [(t, contexts[i] if contexts else None, *options) for i, t in enumerate(texts)]
         missing = list(dict.fromkeys(k for k in keys if k not in self._memo))
         if missing:
@@ -91,6 +92,7 @@ class MemoizedScorer:
                 stride,
                 prepend_bos,
                 contexts=[k[1] for k in missing] if contexts else None,
+                per_token=per_token,
             )
             self._memo.update(zip(missing, fresh, strict=True))
         return [self._memo[k] for k in keys]

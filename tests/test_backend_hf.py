@@ -349,6 +349,24 @@ def test_sliding_windows_equal_the_transformers_docs_recipe(
         assert scored.nll == pytest.approx(hf_docs_recipe(plain_lm, seq, max_length, stride), rel=1e-5)
 
 
+def test_per_token_nll_is_each_tokens_own_in_text_order(
+    backend: HFBackend, plain_lm: torch.nn.Module
+) -> None:
+    texts = [LONG, *TEXTS]
+    plain = backend.loglikelihood(texts, max_length=32, stride=10)
+    got = backend.loglikelihood(texts, max_length=32, stride=10, per_token=True)
+    start = window_start(0, 32, 10)
+    for text, scored, summed in zip(texts, got, plain, strict=True):
+        seq = [backend.tokenizer.bos_token_id, *text_ids(backend, text)]
+        with torch.no_grad():
+            logits = [plain_lm(torch.tensor([seq[start(t) : t]])).logits[0, -1] for t in range(1, len(seq))]
+        expected = [-torch.log_softmax(x.double(), -1)[seq[t]].item() for t, x in enumerate(logits, 1)]
+        assert scored.token_nll == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        assert len(scored.token_nll) == scored.tokens == summed.tokens
+        assert sum(scored.token_nll) == pytest.approx(summed.nll, rel=1e-9)
+    assert plain[0].token_nll is None and got[3].token_nll == ()  # TEXTS[2] is empty
+
+
 def test_long_and_short_texts_batch_together(backend: HFBackend, unbatched: HFBackend) -> None:
     texts = [LONG, *TEXTS, LONG[:150]]
     batched = backend.loglikelihood(texts, max_length=32, stride=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -21,9 +22,14 @@ def test_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     [code] = _blocks("python")
     monkeypatch.chdir(REPO)
     exec(compile(code.replace('output_dir="reports"', f"output_dir={str(tmp_path)!r}"), "README", "exec"), {})
-    printed = capsys.readouterr().out.split()
-    assert float(printed[0]) == pytest.approx(50.8133, abs=1e-4)  # BLEU of the README's Chinese pair
-    assert printed[-1] == "0.6666666666666666"
+    bleu_line, rouge_line, nll_line = capsys.readouterr().out.splitlines()
+    assert float(bleu_line.split()[0]) == pytest.approx(
+        50.8133, abs=1e-4
+    )  # BLEU of the README's Chinese pair
+    assert rouge_line == "0.6666666666666666"
+    nll, tokens, per_token = nll_line.split(" ", 2)
+    token_nll = ast.literal_eval(per_token)
+    assert len(token_nll) == int(tokens) > 0 and sum(token_nll) == pytest.approx(float(nll))
     assert list((tmp_path / "demo").iterdir())
 
 

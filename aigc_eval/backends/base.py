@@ -26,10 +26,12 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class TokenLogLikelihood:
-    """Log-likelihood of one text: NLL summed over its scored tokens (nats)."""
+    """Log-likelihood of one text: NLL summed over its scored tokens (nats), and, when asked
+    for (``per_token=True``), each scored token's NLL in text order."""
 
     nll: float
     tokens: int
+    token_nll: tuple[float, ...] | None = None
 
 
 # Called after each finished batch with (indices into the prompt list, texts).
@@ -59,12 +61,14 @@ class Backend(Protocol):
         stride: int | None = None,
         prepend_bos: bool = True,
         contexts: Sequence[str] | None = None,
+        per_token: bool = False,
     ) -> list[TokenLogLikelihood]:
         """Per-text NLL sums and scored-token counts, sliding-window for long texts.
 
         With ``prepend_bos`` the BOS (or EOS) token is put before each text so its
         first token is scored too; pad tokens are never scored. ``contexts`` (one per
-        text) condition the texts without being scored.
+        text) condition the texts without being scored. ``per_token`` adds each scored
+        token's NLL (``token_nll``); metrics need only the sums.
         """
 
     def count_tokens(self, texts: Sequence[str]) -> int:

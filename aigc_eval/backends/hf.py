@@ -311,6 +311,7 @@ class HFBackend:
         stride: int | None = None,
         prepend_bos: bool = True,
         contexts: Sequence[str] | None = None,
+        per_token: bool = False,
     ) -> list[TokenLogLikelihood]:
         """Summed NLL (nats) and scored-token count per text, sliding windows for long texts.
 
@@ -320,7 +321,7 @@ class HFBackend:
         only. An empty text scores 0 tokens with NLL 0. All windows of all texts are batched together.
         ``contexts`` (one per text) condition each text without being scored: the text is
         tokenized as the tail of ``context + text`` (lm-eval's convention), so token boundaries
-        match what the model would generate.
+        match what the model would generate. ``per_token`` also returns each scored token's NLL.
         """
         limit = self.context_length()
         max_length = max_length or limit
@@ -340,30 +341,41 @@ class HFBackend:
                 )
             prefix = [start]
 
-        windows: list[tuple[int, list[int], int]] = []
+        # (text number, window ids, context-only positions, window number within the text)
+        windows: list[tuple[int, list[int], int, int]] = []
         for number, text in enumerate(texts):
             context = contexts[number] if contexts else ""
             seq = prefix + self._encode(context + text)
             first = max(1, len(prefix) + len(self._encode(context)))
-            windows += [(number, ids, ctx) for ids, ctx in _windows(seq, max_length, stride, first)]
+            parts = _windows(seq, max_length, stride, first)
+            windows += [(number, ids, ctx, part) for part, (ids, ctx) in enumerate(parts)]
         windows.sort(key=lambda w: -len(w[1]))
 
         nll = [0.0] * len(texts)
         tokens = [0] * len(texts)
+        pieces: dict[tuple[int, int], list[float]] = {}
         for batch in _width_batches(windows, self.batch_size):
-            for (number, ids, context), value in zip(batch, self._window_nll(batch), strict=True):
-                nll[number] += value
+            for (number, ids, context, part), values in zip(batch, self._window_nll(batch), strict=True):
+                nll[number] += float(values.sum())
                 tokens[number] += len(ids) - context
-        return [TokenLogLikelihood(n, t) for n, t in zip(nll, tokens, strict=True)]
+                if per_token:
+                    pieces[number, part] = values.tolist()
+        if not per_token:
+            return [TokenLogLikelihood(n, t) for n, t in zip(nll, tokens, strict=True)]
+        token_nll: list[list[float]] = [[] for _ in texts]
+        for (number, _), values in sorted(pieces.items()):
+            token_nll[number] += values
+        return [TokenLogLikelihood(n, t, tuple(v)) for n, t, v in zip(nll, tokens, token_nll, strict=True)]
 
-    def _window_nll(self, batch: list[tuple[int, list[int], int]]) -> list[float]:
-        """NLL sum per window (right padding); logits only where the next token is scored."""
-        width = max(len(ids) for _, ids, _ in batch)
+    def _window_nll(self, batch: list[tuple[int, list[int], int, int]]) -> list[torch.Tensor]:
+        """Per-window float64 NLL of each scored token (right padding); logits only where the
+        next token is scored."""
+        width = max(len(w[1]) for w in batch)
         input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         scored = torch.zeros((len(batch), width), dtype=torch.bool)  # position t predicts token t + 1
         targets: list[int] = []
-        for row, (_, ids, context) in enumerate(batch):
+        for row, (_, ids, context, _) in enumerate(batch):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             mask[row, : len(ids)] = 1
             scored[row, context - 1 : len(ids) - 1] = True
@@ -376,8 +388,7 @@ class HFBackend:
                 part = logits[begin : begin + _NLL_CHUNK].float()
                 picked = part.gather(-1, target[begin : begin + _NLL_CHUNK]).squeeze(-1)
                 nll[begin : begin + _NLL_CHUNK] = (torch.logsumexp(part, dim=-1) - picked).double().cpu()
-        rows = torch.repeat_interleave(torch.arange(len(batch)), scored.sum(dim=1))
-        return torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, nll).tolist()
+        return list(torch.split(nll, scored.sum(dim=1).tolist()))
 
     def _scored_logits(
         self, input_ids: torch.Tensor, mask: torch.Tensor, scored: torch.Tensor
