@@ -255,7 +255,7 @@ def reference_nll(model: torch.nn.Module, seq: list[int], context_start) -> floa
     return total
 
 
-def window_start(n: int, max_length: int, step: int):
+def window_start(max_length: int, step: int):
     """Windows start ``step`` apart; token t >= max_length is in window (t - max_length) // step + 1."""
 
     def start(t: int) -> int:
@@ -333,7 +333,7 @@ def test_sliding_windows_score_every_token_once(
     assert scored.tokens == len(ids)
     # stride defaults to max_length: disjoint windows, each reusing one token as context.
     step = min(stride or max_length, max_length - 1)
-    expected = reference_nll(plain_lm, seq, window_start(len(seq), max_length, step))
+    expected = reference_nll(plain_lm, seq, window_start(max_length, step))
     assert scored.nll == pytest.approx(expected, rel=1e-4)
 
 
@@ -355,7 +355,7 @@ def test_per_token_nll_is_each_tokens_own_in_text_order(
     texts = [LONG, *TEXTS]
     plain = backend.loglikelihood(texts, max_length=32, stride=10)
     got = backend.loglikelihood(texts, max_length=32, stride=10, per_token=True)
-    start = window_start(0, 32, 10)
+    start = window_start(32, 10)
     for text, scored, summed in zip(texts, got, plain, strict=True):
         seq = [backend.tokenizer.bos_token_id, *text_ids(backend, text)]
         with torch.no_grad():

@@ -351,21 +351,18 @@ class HFBackend:
             windows += [(number, ids, ctx, part) for part, (ids, ctx) in enumerate(parts)]
         windows.sort(key=lambda w: -len(w[1]))
 
-        nll = [0.0] * len(texts)
-        tokens = [0] * len(texts)
-        pieces: dict[tuple[int, int], list[float]] = {}
+        scored: dict[tuple[int, int], torch.Tensor] = {}  # (text, window) -> NLL per scored token
         for batch in _width_batches(windows, self.batch_size):
-            for (number, ids, context, part), values in zip(batch, self._window_nll(batch), strict=True):
-                nll[number] += float(values.sum())
-                tokens[number] += len(ids) - context
-                if per_token:
-                    pieces[number, part] = values.tolist()
-        if not per_token:
-            return [TokenLogLikelihood(n, t) for n, t in zip(nll, tokens, strict=True)]
-        token_nll: list[list[float]] = [[] for _ in texts]
-        for (number, _), values in sorted(pieces.items()):
-            token_nll[number] += values
-        return [TokenLogLikelihood(n, t, tuple(v)) for n, t, v in zip(nll, tokens, token_nll, strict=True)]
+            scored.update(zip(((w[0], w[3]) for w in batch), self._window_nll(batch), strict=True))
+        per_text: list[list[torch.Tensor]] = [[] for _ in texts]
+        for key in sorted(scored):
+            per_text[key[0]].append(scored[key])
+        results = []
+        for parts in per_text:
+            values = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+            token_nll = tuple(values.tolist()) if per_token else None
+            results.append(TokenLogLikelihood(float(values.sum()), len(values), token_nll))
+        return results
 
     def _window_nll(self, batch: list[tuple[int, list[int], int, int]]) -> list[torch.Tensor]:
         """Per-window float64 NLL of each scored token (right padding); logits only where the
@@ -381,7 +378,9 @@ class HFBackend:
             scored[row, context - 1 : len(ids) - 1] = True
             targets += ids[context:]
         with torch.inference_mode():
-            logits = self._scored_logits(input_ids.to(self.device), mask.to(self.device), scored)
+            logits = self._scored_logits(
+                input_ids.to(self.device), mask.to(self.device), scored.to(self.device)
+            )
             target = torch.tensor(targets, device=logits.device).unsqueeze(-1)
             nll = torch.empty(len(targets), dtype=torch.float64)
             for begin in range(0, len(targets), _NLL_CHUNK):  # bounds the float32 copy of the logits
@@ -405,7 +404,7 @@ class HFBackend:
                 logits = self.model(
                     input_ids=input_ids,
                     attention_mask=mask,
-                    logits_to_keep=scored.to(self.device),
+                    logits_to_keep=scored,
                     use_cache=False,
                 ).logits
                 if logits.dim() == 2:
@@ -414,7 +413,7 @@ class HFBackend:
                 pass
             self._keeps_logits = False
         logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-        return logits[scored.to(self.device)]
+        return logits[scored]
 
     # -- provenance ---------------------------------------------------------------------------------
 
