@@ -47,7 +47,9 @@ def test_errors_name_the_file_and_fix(tmp_path: Path) -> None:
         load_task(Task(name="t", data="missing.jsonl"), tmp_path)
     _jsonl(tmp_path / "d.jsonl", [{"question": "x", "reference": "y"}])
     with pytest.raises(
-        UserError, match=r"record 1 has no field 'prompt'; fields present: question, reference"
+        UserError,
+        match=r"record 1 \(line 1\) has no field 'prompt' \(used by prompt\); "
+        r"fields present: question, reference",
     ):
         load_task(Task(name="t", data="d.jsonl"), tmp_path)
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "reference": "b"}\n{oops\n', encoding="utf-8")
