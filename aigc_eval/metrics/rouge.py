@@ -1,8 +1,9 @@
-"""ROUGE through rouge-score's ``RougeScorer``, with a tokenizer that sees CJK text."""
+"""ROUGE through rouge-score's ``RougeScorer``, with a tokenizer that sees every script's letters."""
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Literal
@@ -15,7 +16,16 @@ from rouge_score.rouge_scorer import RougeScorer
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.base import Metric, References, Score, check_aligned
 from aigc_eval.metrics.sacrebleu_metrics import nrefs_label
-from aigc_eval.metrics.tokenize import CJKTokenizer, contains_cjk, is_cjk_language
+from aigc_eval.metrics.tokenize import (
+    ROUGE_TOKENIZERS,
+    RougeTokenizerName,
+    dropped_letters,
+    has_letters,
+    language_option,
+    rouge_tokenizer,
+    rouge_tokenizer_for_language,
+    smallest_tokenizer,
+)
 
 _ROUGE_TYPE = re.compile(r"rouge[1-9]|rougeL|rougeLsum")
 _FIELDS = ("precision", "recall", "fmeasure")
@@ -27,9 +37,19 @@ _ROUGE_SCORE_VERSION = version("rouge-score")  # read once: aggregate runs per r
 class ROUGE(Metric):
     """ROUGE-N/L/Lsum; several references use ``score_multi`` (best F per type).
 
+    The tokenizer is chosen once per corpus, so all its samples are scored alike:
+    the ``tokenizer`` option when set, else fixed by ``lang`` (en: rouge-score's
+    ``default``, zh/ja/ko: ``cjk``, any other language: ``unicode``), else the
+    smallest of default, cjk, unicode that drops no letter of any prediction or
+    reference (see ``aigc_eval.metrics.tokenize``: that choice scores every text as
+    the unicode tokenizer would, and pure ASCII text exactly as rouge-score does).
+    A text that loses letters or has no token at all is warned about, never a
+    silent 0.
+
     Each row holds precision, recall and F per ROUGE type, then the sample's
-    reference count and whether the CJK tokenizer scored it, so ``aggregate``
-    can write the signature from rows alone. The corpus value is the mean F.
+    reference count and the tokenizer's index in ``ROUGE_TOKENIZERS`` (0 default,
+    1 cjk, 2 unicode), so ``aggregate`` can write the signature from rows alone.
+    The corpus value is the mean F.
     """
 
     name = "rouge"
@@ -40,8 +60,8 @@ class ROUGE(Metric):
 
         rouge_types: tuple[str, ...] = _DEFAULT_TYPES
         use_stemmer: bool = False
-        # auto: cjk for zh/ja/ko or when the texts contain CJK characters; default: rouge-score's own.
-        tokenizer: Literal["auto", "default", "cjk"] = "auto"
+        # auto: from lang, else the smallest tokenizer that keeps every letter of the corpus.
+        tokenizer: Literal["auto", "default", "cjk", "unicode"] = "auto"
         split_summaries: bool = False
 
     def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
@@ -54,44 +74,46 @@ class ROUGE(Metric):
         if self.options.split_summaries:
             _require_punkt()
         self.outputs = tuple(self.options.rouge_types)
-        self._cjk_lang = is_cjk_language(lang)
+        self.lang = language_option(lang, "rouge: lang")
         self._last: tuple[str, int | str] | None = None  # (tokenizer, nrefs) of the rows seen last
 
-    def _use_cjk(self, predictions: Sequence[str], references: References) -> bool:
+    def _choose(self, texts: list[tuple[str, str]]) -> tuple[RougeTokenizerName, str]:
+        """The corpus's tokenizer and why it was chosen (for warnings)."""
         if self.options.tokenizer != "auto":
-            return self.options.tokenizer == "cjk"
-        return (
-            self._cjk_lang
-            or any(contains_cjk(p) for p in predictions)
-            or any(contains_cjk(r) for refs in references for r in refs)
-        )
-
-    def _scorer(self, cjk: bool) -> RougeScorer:
-        tokenizer = CJKTokenizer(self.options.use_stemmer) if cjk else None
-        return RougeScorer(
-            list(self.outputs),
-            use_stemmer=self.options.use_stemmer,
-            split_summaries=self.options.split_summaries,
-            tokenizer=tokenizer,
-        )
+            return self.options.tokenizer, "the rouge option tokenizer"
+        if self.lang is not None:
+            return rouge_tokenizer_for_language(self.lang), f"lang {self.lang}"
+        return smallest_tokenizer(text for _, text in texts), "auto"
 
     def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
         check_aligned(predictions, references)
-        cjk = self._use_cjk(predictions, references)
-        scorer = self._scorer(cjk)
+        texts = [(f"prediction {i}", p) for i, p in enumerate(predictions)]
+        texts += [
+            (f"reference {j} of sample {i}", r)
+            for i, refs in enumerate(references)
+            for j, r in enumerate(refs)
+        ]
+        tokenizer, why = self._choose(texts)
+        _warn_lost_text(texts, tokenizer, why)
+        scorer = RougeScorer(
+            list(self.outputs),
+            split_summaries=self.options.split_summaries,
+            tokenizer=rouge_tokenizer(tokenizer, self.options.use_stemmer),
+        )
+        code = ROUGE_TOKENIZERS.index(tokenizer)
         rows = []
         for prediction, refs in zip(predictions, references, strict=True):
             best = scorer.score_multi(list(refs), prediction)
             row = [getattr(best[t], f) for t in self.outputs for f in _FIELDS]
-            rows.append([*row, len(refs), float(cjk)])
+            rows.append([*row, len(refs), code])
         stats = np.array(rows, dtype=np.float64).reshape(len(rows), 3 * len(self.outputs) + 2)
         if len(stats):
             self._remember(stats)
         return stats
 
     def _remember(self, stats: np.ndarray) -> None:
-        # Rows tokenized by "default" under auto had no CJK text, where both tokenizers agree.
-        tokenizer = "cjk" if stats[:, -1].any() else "default"
+        # Rows scored by a smaller tokenizer (another auto call) lost no letter: the largest agrees.
+        tokenizer = ROUGE_TOKENIZERS[int(stats[:, -1].max())]
         self._last = (tokenizer, nrefs_label(stats[:, -2]))
 
     def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
@@ -130,6 +152,33 @@ class ROUGE(Metric):
         if self.options.split_summaries:
             parts.append("split:yes")
         return "|".join(parts)
+
+
+def _warn_lost_text(texts: list[tuple[str, str]], tokenizer: RougeTokenizerName, why: str) -> None:
+    """Warn when the tokenizer drops letters of some texts or makes no token of a non-empty one."""
+    lossy = [(where, text, lost) for where, text in texts if (lost := dropped_letters(text, tokenizer))]
+    if lossy:
+        where, text, lost = lossy[0]
+        letters = "".join(dict.fromkeys(lost))[:20]
+        warnings.warn(
+            f"rouge: tokenizer {tokenizer!r} (from {why}) drops letters from {len(lossy)} of {len(texts)} "
+            f"texts, which then score lower or 0 (first: {where}, {_clip(text)}, loses {letters!r}); "
+            "set the rouge option `tokenizer: unicode` to keep them",
+            stacklevel=3,
+        )
+    # Letters of a text that lost none are all kept: only a text without any has no token.
+    empty = [(where, text) for where, text in texts if text.strip() and not has_letters(text)]
+    if empty:
+        where, text = empty[0]
+        warnings.warn(
+            f"rouge: {len(empty)} of {len(texts)} texts are not empty but have no letter or digit, "
+            f"so score 0 (first: {where}, {_clip(text)})",
+            stacklevel=3,
+        )
+
+
+def _clip(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def _require_punkt() -> None:

@@ -19,7 +19,7 @@ from sacrebleu.metrics.bleu import MAX_NGRAM_ORDER
 
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.base import Metric, References, Score, check_aligned
-from aigc_eval.metrics.tokenize import is_cjk_language, primary_language
+from aigc_eval.metrics.tokenize import is_cjk_language, language_option, primary_language
 
 # Extras to install for tokenizers whose dependencies are optional in sacrebleu.
 _TOKENIZER_EXTRAS = {"ja-mecab": "sacrebleu[ja]", "ko-mecab": "sacrebleu[ko]"}
@@ -119,7 +119,7 @@ class BLEU(_SacreMetric):
 
     def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
         self.options = options or self.Options()
-        self.tokenize = self._choose_tokenizer(self.options.tokenize, lang)
+        self.tokenize = self._choose_tokenizer(self.options.tokenize, language_option(lang, "bleu: lang"))
         kwargs = self.options.model_dump(exclude={"tokenize", "effective_order"})
         try:
             self._corpus = sb.BLEU(
@@ -173,6 +173,8 @@ class CHRF(_SacreMetric):
     def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
         self.options = options or self.Options()
         self._corpus = self._sentence = sb.CHRF(**self.options.model_dump())
+        # sacrebleu's own naming (chrF2++ for word_order 2): chrF with word n-grams is not chrF.
+        self.outputs = ("chrf" + "+" * self.options.word_order,)
 
     def _width(self) -> int:
         return 3 * (self.options.char_order + self.options.word_order)
@@ -208,7 +210,7 @@ class TER(_SacreMetric):
         self.options = options or self.Options()
         kwargs = self.options.model_dump()
         if kwargs["asian_support"] is None:
-            kwargs["asian_support"] = is_cjk_language(lang)
+            kwargs["asian_support"] = is_cjk_language(language_option(lang, "ter: lang"))
         self._corpus = self._sentence = sb.TER(**kwargs)
 
     def _width(self) -> int:
