@@ -5,6 +5,23 @@ re-aggregates the per-sample statistic rows saved in ``stats.jsonl``, so the tes
 rows exactly as ``aigc_eval.stats`` does for sacrebleu. A metric regresses only when it got worse by
 more than the rule's ``min_delta`` AND its corrected p-value is below alpha: the p-value alone is not
 enough, because (as in sacrebleu) a system equal to its baseline gets the smallest p, ``1/(n+1)``.
+
+A row is compared only on the tasks it ran in both runs. Image tasks have no per-sample pairing (the
+images of two runs are different images), so FID and friends get an unpaired test on the generated
+images' features that ``aigc-eval run`` keeps in ``features/``:
+
+* p-value: a two-sided permutation test. Under "the two generators make the same distribution of
+  images" the generated images of both runs are exchangeable, so the pooled set is reshuffled
+  ``n_trials`` times (seeded) into two sets of the original sizes, the metric of each is taken
+  against the (fixed) reference, and p = (1 + #{|Δ*| ≥ |Δ|}) / (n_trials + 1). This is exact at any
+  sample size and never evaluates a set with repeated images, which k-NN metrics cannot handle.
+* interval: a two-sample percentile bootstrap of Δ, resampling each run's generated images
+  independently (``intervals.n_resamples``, ``intervals.seed``); not given for recall and coverage,
+  whose values on sets with repeated images are meaningless.
+
+Lower is better for FID/KID, higher for IS, precision, recall, density and coverage. Metrics that
+cannot be resampled (a stats-only side, fid_inf, cmmd) are "not tested" with the reason in the note.
+The p-values join the text ones in the Holm/BH correction.
 """
 
 from __future__ import annotations
@@ -16,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -24,8 +41,9 @@ from pydantic import ValidationError
 from aigc_eval.config import Intervals, Regression, RegressionRule
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.base import Metric
+from aigc_eval.metrics.image import metric_label
 from aigc_eval.metrics.registry import build_metric
-from aigc_eval.results import RESULTS_FILE, SAMPLES_FILE, STATS_FILE, load_results
+from aigc_eval.results import RESULTS_FILE, SAMPLES_FILE, STATS_FILE, load_results, read_jsonl
 from aigc_eval.stats import (
     benjamini_hochberg,
     bootstrap_interval,
@@ -33,6 +51,9 @@ from aigc_eval.stats import (
     paired_approximate_randomization,
     paired_bootstrap,
 )
+
+if TYPE_CHECKING:
+    from aigc_eval.image_scoring import ResampledStatistic
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -89,6 +110,7 @@ class MetricComparison:
     current_signature: str
     note: str = ""
     top_changes: tuple[SampleChange, ...] = ()
+    method: str = ""  # how this entry was tested when not by the comparison's paired test
 
 
 @dataclass(frozen=True)
@@ -177,10 +199,22 @@ def compare_runs(
     raw: list[MetricComparison] = []
     for base_model, cur_model in model_pairs:
         for task in tasks:
-            _check_paired(base_run, cur_run, base_model, cur_model, task)
-            found, task_notes = _compare_task(
-                base_run, cur_run, base_model, cur_model, task, rules, n_trials, intervals
-            )
+            ran = (base_model, task) in base_run.scores, (cur_model, task) in cur_run.scores
+            if not any(ran):
+                continue  # e.g. an image row on a text task: nothing to compare
+            if not all(ran):
+                side, row = ("current", cur_model) if ran[1] else ("baseline", base_model)
+                notes.append(f"task {task!r}: row {row!r} ran it only in the {side} run; not compared")
+                continue
+            if cur_run.results["tasks"][task].get("kind") == "image":
+                found, task_notes = _compare_image_task(
+                    base_run, cur_run, base_model, cur_model, task, rules, n_trials, intervals
+                )
+            else:
+                _check_paired(base_run, cur_run, base_model, cur_model, task)
+                found, task_notes = _compare_task(
+                    base_run, cur_run, base_model, cur_model, task, rules, n_trials, intervals
+                )
             raw.extend(found)
             notes.extend(task_notes)
 
@@ -288,20 +322,13 @@ def _load_run(path: str | Path) -> _Run:
                 f"{RESULTS_FILE} (re-run the suite with this version)"
             )
     stats: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for entry in _read_jsonl(stats_file):
+    for entry in read_jsonl(stats_file):
         stats.setdefault((entry["model"], entry["task"]), []).append(entry)
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for sample in _read_jsonl(samples_file):
+    for sample in read_jsonl(samples_file):
         samples.setdefault((sample["model"], sample["task"]), []).append(sample)
     scores = {(r["model"], r["task"]): r["metrics"] for r in results["results"]}
     return _Run(folder, results, stats, samples, scores)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not a valid JSONL file ({error})") from None
 
 
 def _model_pairs(base: _Run, cur: _Run, pairs: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
@@ -330,14 +357,7 @@ def _shared_tasks(base: _Run, cur: _Run) -> tuple[list[str], list[str]]:
             f"the runs share no task (baseline: {', '.join(base_tasks)}; current: {', '.join(cur_tasks)}); "
             "compare runs of the same suite"
         )
-    images = [t for t in shared if cur_tasks[t].get("kind") == "image"]
-    shared = [t for t in shared if t not in images]
-    if not shared:
-        raise UserError("the runs share no text task; image tasks have no per-sample pairing to test")
-    notes = [f"task {t!r}: image metrics are not paired per sample; not tested" for t in images]
-    notes += [
-        f"task {t!r} is only in the current run; not compared" for t in cur_tasks if t not in base_tasks
-    ]
+    notes = [f"task {t!r} is only in the current run; not compared" for t in cur_tasks if t not in base_tasks]
     notes += [
         f"task {t!r} is only in the baseline run; not compared" for t in base_tasks if t not in cur_tasks
     ]
@@ -532,6 +552,155 @@ def _untested(
         current_signature=cur_score["signature"],
         note=note,
     )
+
+
+def _compare_image_task(
+    base: _Run,
+    cur: _Run,
+    base_model: str,
+    cur_model: str,
+    task: str,
+    rules: Regression,
+    n_trials: int,
+    intervals: Intervals,
+) -> tuple[list[MetricComparison], list[str]]:
+    """Every image metric both runs reported: a permutation test and a bootstrap interval (module doc)."""
+    from aigc_eval.image_scoring import NO_BOOTSTRAP, ResampledStatistic, resampling_unavailable
+
+    base_entry, cur_entry = _result_entry(base, base_model, task), _result_entry(cur, cur_model, task)
+    base_scores, cur_scores = base_entry["metrics"], cur_entry["metrics"]
+    config = next(t for t in cur.results["suite"]["tasks"] if t["name"] == task)
+    names = {metric_label(m, config["backbone"]): m for m in config["image_metrics"]}
+    shared = [name for name in cur_scores if name in base_scores]
+    notes = [
+        f"{task}: {name} is only in the {'current' if name in cur_scores else 'baseline'} run ({cur_model})"
+        for name in sorted(set(cur_scores) ^ set(base_scores))
+    ]
+    sets = _image_features(base, base_entry, cur, cur_entry)
+    if isinstance(sets, str):
+        return [
+            _untested(base_model, cur_model, task, n, base_scores[n], cur_scores[n], sets) for n in shared
+        ], notes
+    gen_b, gen_c, reference = sets
+    pooled = np.vstack([gen_b.features, gen_c.features])
+    logits = None
+    if gen_b.logits is not None and gen_c.logits is not None:
+        logits = np.vstack([gen_b.logits, gen_c.logits])
+    n_b, n_c = len(gen_b.features), len(gen_c.features)
+    found = []
+    for name in shared:
+        metric = names.get(name, name)
+        rule = _rule_for(rules.rules, task, name, metric)
+        reason = (
+            "no regression rule matches this metric"
+            if rule is None
+            else resampling_unavailable(metric, gen_b, reference, n_b + n_c)
+            or resampling_unavailable(metric, gen_c, reference, n_b + n_c)
+        )
+        if reason is not None:
+            found.append(
+                _untested(base_model, cur_model, task, name, base_scores[name], cur_scores[name], reason)
+            )
+            continue
+        assert rule is not None
+        statistic = ResampledStatistic(metric, pooled, reference, logits)
+        p_value = _permutation_p(statistic, n_b, n_c, n_trials, rules.seed)
+        ci = None
+        if intervals.n_resamples > 0 and metric not in NO_BOOTSTRAP:
+            ci = _bootstrap_delta(
+                statistic, n_b, n_c, intervals.n_resamples, intervals.confidence, intervals.seed
+            )
+        direction = cur_scores[name].get("higher_is_better")
+        if rule.higher_is_better is not None:
+            direction = rule.higher_is_better
+        baseline_value, current_value = base_scores[name]["score"], cur_scores[name]["score"]
+        found.append(
+            MetricComparison(
+                baseline_model=base_model,
+                current_model=cur_model,
+                task=task,
+                metric=name,
+                metric_name=metric,
+                n=n_c,
+                higher_is_better=direction,
+                baseline=baseline_value,
+                current=current_value,
+                delta=current_value - baseline_value,
+                ci_low=ci[0] if ci else None,
+                ci_high=ci[1] if ci else None,
+                ci_confidence=intervals.confidence if ci else None,
+                p_value=p_value,
+                p_corrected=None,
+                alpha=rule.alpha if rule.alpha is not None else rules.alpha,
+                threshold=rule.min_delta * abs(baseline_value) if rule.relative else rule.min_delta,
+                verdict=NOT_TESTED,
+                baseline_signature=base_scores[name]["signature"],
+                current_signature=cur_scores[name]["signature"],
+                method=f"{IMAGE_TEST} ({n_b} + {n_c} generated images)",
+            )
+        )
+    return found, notes
+
+
+IMAGE_TEST = "permutation test of the pooled generated images"
+
+
+def _result_entry(run: _Run, model: str, task: str) -> dict[str, Any]:
+    return next(e for e in run.results["results"] if e["model"] == model and e["task"] == task)
+
+
+def _image_features(
+    base: _Run, base_entry: dict[str, Any], cur: _Run, cur_entry: dict[str, Any]
+) -> tuple[Any, Any, Any] | str:
+    """Both runs' generated feature sets and the reference's, or why they are not in the run folders."""
+    from aigc_eval.image_scoring import load_feature_set
+
+    for run, entry in ((base, base_entry), (cur, cur_entry)):
+        files = entry.get("features")
+        if not files:
+            return (
+                f"{run.path} keeps no image features for this row (made by an older version); "
+                "re-run the suite to test image metrics"
+            )
+        missing = [f for f in files.values() if not (run.path / f).is_file()]
+        if missing:
+            return f"{run.path}: {', '.join(missing)} missing; re-run the suite to test image metrics"
+    reference_file = cur_entry["features"].get("reference")
+    reference = load_feature_set(cur.path / reference_file) if reference_file else None
+    gen_b = load_feature_set(base.path / base_entry["features"]["generated"])
+    gen_c = load_feature_set(cur.path / cur_entry["features"]["generated"])
+    if gen_b.features is None or gen_c.features is None:
+        return "a generated side is mean/covariance statistics only, without per-image features"
+    return gen_b, gen_c, reference
+
+
+def _permutation_p(statistic: ResampledStatistic, n_b: int, n_c: int, n_trials: int, seed: int) -> float:
+    """Two-sided permutation p-value of current-minus-baseline over reshuffles of the pooled images."""
+    observed = statistic(np.arange(n_b, n_b + n_c)) - statistic(np.arange(n_b))
+    tolerance = 1e-9 * max(abs(observed), 1e-12)
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    for _ in range(n_trials):
+        order = rng.permutation(n_b + n_c)
+        delta = statistic(order[n_b:]) - statistic(order[:n_b])
+        extreme += abs(delta) >= abs(observed) - tolerance
+    return (extreme + 1) / (n_trials + 1)
+
+
+def _bootstrap_delta(
+    statistic: ResampledStatistic, n_b: int, n_c: int, n_resamples: int, confidence: float, seed: int
+) -> tuple[float, float]:
+    """Percentile interval of current-minus-baseline, each run's images resampled on their own."""
+    rng = np.random.default_rng(seed)
+    deltas = np.array(
+        [
+            statistic(rng.integers(n_b, n_b + n_c, n_c)) - statistic(rng.integers(0, n_b, n_b))
+            for _ in range(n_resamples)
+        ]
+    )
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(deltas, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _rows(values: list[list[Any]]) -> np.ndarray:

@@ -153,3 +153,40 @@ def test_fid_interval_from_disjoint_draws_and_kid_std() -> None:
     small = im.FeatureSet.from_features(rng.normal(size=(30, 8)))
     unavailable = image_scoring._pair_scores(small, ref, ["fid"], "inception-v3-tf", "origin", seed=3)["fid"]
     assert unavailable.interval is None and "needs 5 disjoint draws" in unavailable.details["ci_unavailable"]
+
+
+def test_skipped_images_device_and_image_row_settings_are_recorded(
+    tmp_path: Path, small_sets: dict[str, Path]
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    generated = tmp_path / "with-broken.txt"
+    generated.write_text(small_sets["gen-faithful"].read_text(encoding="utf-8") + f"{broken}\n", "utf-8")
+    suite = {
+        "name": "skips",
+        "models": [{"name": "gen", "backend": "images", "images": {"shapes": str(generated)}}],
+        "tasks": [
+            {
+                "name": "shapes",
+                "kind": "image",
+                "reference": str(small_sets["reference"]),
+                "backbone": "efficientnet-lite0",
+                "image_metrics": ["fid"],
+                "skip_corrupt": True,
+            }
+        ],
+        "metrics": ["bleu"],
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite), encoding="utf-8")
+    assert main(["run", str(path), "--output-dir", str(tmp_path / "out"), "--quiet"]) == 0
+    run_dir = next((tmp_path / "out" / "skips").iterdir())
+    entry = json.loads((run_dir / "results.json").read_text())["results"][0]
+    assert entry["skipped_images"]["generated"] == {"count": 1, "files": [str(broken)]}
+    assert entry["skipped_images"]["reference"] == {"count": 0, "files": []}
+    assert entry["n"] == 24 and entry["device"] == "cpu"
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "1 unreadable generated image(s) skipped: broken.png" in page
+    assert "<dt>device</dt><dd>image features: cpu</dd>" in page
+    # An image row decodes nothing: no generation settings table, its image sets instead.
+    assert "generation settings" not in page and "<h3>Image rows</h3>" in page

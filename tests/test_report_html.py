@@ -395,3 +395,20 @@ def test_leaderboard_without_runs_is_a_user_error(tmp_path: Path) -> None:
 def test_text_sparkline() -> None:
     assert text_sparkline([1.0, 2.0, 3.0]) == "▁▅█"
     assert text_sparkline([2.0, 2.0]) == "▁▁"
+
+
+def test_line_separators_in_text_round_trip_through_report_and_compare(tmp_path: Path) -> None:
+    """U+2028/U+2029/U+0085 are legal unescaped inside JSON strings; readers split JSONL on "\\n" only."""
+    from aigc_eval.compare import compare_runs
+
+    odd = "one\u2028two\u2029three\u0085four"
+    examples = [*EXAMPLES[:3], ("s3", f"A prompt {odd}", f"the reference {odd}")]
+    data = write_data(tmp_path / "odd.jsonl", examples)
+    run = make_run(tmp_path / "runs", {"a": [*GOOD[:3], f" pred {odd}"], "b": WORSE[:4]}, data)
+    assert odd in (run / "samples.jsonl").read_text(encoding="utf-8")
+    page = render_run_report(run)
+    sample = next(s for s in embedded_data(page)["tasks"][0]["samples"] if s["id"] == "s3")
+    assert sample["prompt"] == f"A prompt {odd}" and sample["preds"][0]["text"] == f" pred {odd}"
+    comparison = compare_runs(run, run, pairs=[("a", "b")])
+    assert comparison.entries and all(e.n == 4 for e in comparison.entries)
+    assert any(c.baseline_prediction == f" pred {odd}" for e in comparison.entries for c in e.top_changes)

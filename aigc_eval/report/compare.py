@@ -121,6 +121,14 @@ def to_markdown(comparison: Comparison) -> str:
                 f"{_verdict_cell(e)} |"
             )
         lines.append("")
+        methods = sorted({e.method for e in entries if e.method})
+        if methods:
+            lines += [
+                f"Tested by {'; '.join(methods)} ({comparison.n_trials:,} reshuffles, "
+                f"seed {comparison.seed}); the interval is a two-sample bootstrap of the delta "
+                "(none for recall and coverage).",
+                "",
+            ]
         changed = [e for e in entries if e.baseline_signature != e.current_signature]
         if changed:
             names = ", ".join(escape(e.metric) for e in changed)

@@ -26,9 +26,14 @@ from PIL import Image
 
 from aigc_eval.errors import UserError
 from aigc_eval.images import IMAGE_SUFFIXES, _read_list_file, is_stats_file
-from aigc_eval.report.tables import format_score, score_decimals
+from aigc_eval.report.tables import (
+    format_score,
+    interval_label,
+    interval_notes,
+    score_decimals,
+)
 from aigc_eval.report.templates import CSS, JS
-from aigc_eval.results import SAMPLES_FILE, load_results, write_atomic
+from aigc_eval.results import SAMPLES_FILE, load_results, read_jsonl, write_atomic
 
 REPORT_FILE = "report.html"
 MAX_SAMPLES = 1000  # per task embedded in the sample browser: keeps a report small enough to attach
@@ -223,7 +228,7 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     """samples.jsonl, or nothing when a run folder has none (the report still shows the scores)."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path)  # "\n"-split: U+2028 and friends stay inside their JSON strings
 
 
 def model_rows(results: dict[str, Any]) -> list[str]:
@@ -261,7 +266,6 @@ def _score_of(results: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, A
 
 def _provenance(results: dict[str, Any]) -> str:
     env = results.get("environment", {})
-    devices = sorted({str(m.get("device", "?")) for m in results.get("models", {}).values()})
     commit = env.get("git_commit") or "not a git checkout"
     facts = [
         ("run id", f"<code>{esc(results['run_id'])}</code>"),
@@ -271,7 +275,7 @@ def _provenance(results: dict[str, Any]) -> str:
             "config hash",
             f'<code title="{esc(results["config_hash"])}">{esc(results["config_hash"][:12])}</code>',
         ),
-        ("device", esc(", ".join(devices) or "unknown")),
+        ("device", esc(_devices(results))),
         ("samples", esc(f"first {results['limit']} per task (--limit)" if results.get("limit") else "all")),
         ("python · platform", esc(f"{env.get('python', '?')} · {env.get('platform', '?')}")),
         ("packages", esc(", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()))),
@@ -280,6 +284,18 @@ def _provenance(results: dict[str, Any]) -> str:
         f"<div{' class=wide' if k == 'packages' else ''}><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts
     )
     return f'<dl class="meta">{cells}</dl>'
+
+
+def _devices(results: dict[str, Any]) -> str:
+    """Where the text rows ran and where image features were computed; image rows have no device."""
+    text = sorted({str(m["device"]) for m in results.get("models", {}).values() if m.get("device")})
+    image = sorted(
+        {str(e["device"]) for e in results["results"] if e.get("generated_images") and e.get("device")}
+    )
+    parts = [", ".join(text)] if text else []
+    if image:
+        parts.append(f"image features: {', '.join(image)}")
+    return " · ".join(parts) or "unknown"
 
 
 def _marks(comparison: Comparison | None, run_dir: Path) -> dict[tuple[str, str, str], Any]:
@@ -338,7 +354,9 @@ def _results_section(
             ci = value.get("ci")
             title = f"{row} · {task} · {name} = {score!r}"
             if ci and ci.get("low") is not None:
-                title += f"; {ci.get('confidence', 0.95):.0%} CI [{ci['low']!r}, {ci['high']!r}]"
+                title += f"; {interval_label(ci)}: [{ci['low']!r}, {ci['high']!r}]"
+            elif value.get("ci_unavailable"):
+                title += f"; no interval: {value['ci_unavailable']}"
             cells.append(
                 f'<td class="num{first}{best}" data-v="{sort_key(score)}" data-model="{esc(row)}" '
                 f'data-task="{esc(task)}" data-metric="{esc(name)}" title="{esc(title)}">'
@@ -386,6 +404,9 @@ def _results_legend(results: dict[str, Any], comparison: Comparison | None) -> s
     else:
         ci = "no confidence intervals (intervals.n_resamples is 0)"
     text = f"↑ higher is better, ↓ lower is better; green: best in its column; {ci}. Click a header to sort."
+    others = [note for task in image_tasks(results) for note in interval_notes(results, task)]
+    if others:
+        text += " Image metrics (their spreads are not confidence intervals): " + "; ".join(others) + "."
     if comparison is not None:
         pairs = ", ".join(f"{c} vs {b}" for b, c in comparison.pairs)
         text += (
@@ -396,14 +417,17 @@ def _results_legend(results: dict[str, Any], comparison: Comparison | None) -> s
 
 
 def _settings_section(results: dict[str, Any], rows: list[str], colors: dict[str, str]) -> str:
-    """Per-row settings: the columns that differ between rows, then what all rows share."""
+    """Per-row settings: the columns that differ between rows, then what all rows share. Image rows
+    generate nothing here, so they get their own table (their image sets), not decoding settings."""
     suite_rows = {m["name"]: m for m in results["suite"]["models"]}
     described = results.get("models", {})
+    image_rows = [r for r in rows if suite_rows.get(r, {}).get("backend") == "images"]
+    rows = [r for r in rows if r not in image_rows]
     flat: dict[str, dict[str, Any]] = {}
     for row in rows:
         config = suite_rows.get(row, {})
         info = described.get(row, {})
-        values = {k: v for k, v in config.items() if k not in ("name", "generation")}
+        values = {k: v for k, v in config.items() if k not in ("name", "generation", "images")}
         values["device"] = info.get("device", config.get("device"))
         values.update({f"generation.{k}": v for k, v in config.get("generation", {}).items()})
         flat[row] = values
@@ -425,15 +449,45 @@ def _settings_section(results: dict[str, Any], rows: list[str], colors: dict[str
         f"<td class='mono'>{esc(str(info.get('content_hash', ''))[:16])}</td></tr>"
         for name, info in results["tasks"].items()
     )
-    return (
+    text_rows = (
         "<h3>Model rows and generation settings</h3>"
         f'<div class="scroll"><table><thead><tr><th>row</th>{head}<th>weights sha256</th></tr></thead>'
         f"<tbody>{body}</tbody></table></div>"
         + (f'<p class="legend">Same for every row: {esc(common)}</p>' if rows and common else "")
-        + "<h3>Tasks</h3>"
+        if rows
+        else ""
+    )
+    images = "".join(
+        f"<tr><th>{_swatch(colors[row])}{esc(row)}</th><td>{esc(e['task'])}</td>"
+        f"<td class='mono'>{esc(e.get('generated_images', ''))}</td><td class='num'>{esc(e.get('n'))}</td>"
+        f"<td>{esc(e.get('device') or '–')}</td><td>{esc(_skipped_text(e))}</td></tr>"
+        for row in image_rows
+        for e in results["results"]
+        if e["model"] == row
+    )
+    image_table = (
+        "<h3>Image rows</h3>"
+        '<div class="scroll"><table><thead><tr><th>row</th><th>task</th><th>generated images</th>'
+        '<th class="num">n</th><th>features on</th><th>skipped</th></tr></thead>'
+        f"<tbody>{images}</tbody></table></div>"
+        if image_rows
+        else ""
+    )
+    return (
+        text_rows + image_table + "<h3>Tasks</h3>"
         '<div class="scroll"><table><thead><tr><th>task</th><th>data</th><th class="num">n</th><th>lang</th>'
         f"<th>content sha256</th></tr></thead><tbody>{tasks}</tbody></table></div>"
     )
+
+
+def _skipped_text(entry: dict[str, Any]) -> str:
+    """'2 unreadable generated images skipped: a.png, b.png' (skip_corrupt), or '' when none were."""
+    parts = []
+    for role, skipped in (entry.get("skipped_images") or {}).items():
+        if skipped.get("count"):
+            names = ", ".join(Path(f).name for f in skipped.get("files", []))
+            parts.append(f"{skipped['count']} unreadable {role} image(s) skipped: {names}")
+    return "; ".join(parts)
 
 
 def _setting(value: Any) -> str:
@@ -588,6 +642,8 @@ def _bar_chart(bars: Sequence[tuple[str, str, float | None, dict[str, Any] | Non
             continue
         left, right = sorted((x(0.0), x(score)))
         tip = f"{name}: {format_score(score)} {ci_text(score, ci)}".strip()
+        if ci and ci.get("low") is not None:
+            tip += f" ({interval_label(ci)})"
         bar = (
             f'<rect x="{left:.1f}" y="{mid - 7:.1f}" width="{max(right - left, 1):.1f}" height="14" '
             f'fill="{color}" rx="2" opacity=".85"/>'
@@ -691,6 +747,7 @@ def _speed_chart(results: dict[str, Any], rows: list[str], colors: dict[str, str
 _THUMB_CSS = (
     ".thumbset{margin:0 0 12px}.thumbset .head{font-size:12px;margin:0 0 4px}"
     ".thumbs{display:flex;flex-wrap:wrap;gap:4px}"
+    ".thumbset .bad-note{color:var(--bad)}"
     f".thumbs img{{width:{THUMB_PX}px;height:{THUMB_PX}px;object-fit:contain;background:var(--chip);"
     "border:1px solid var(--line);border-radius:3px}"
     f".thumbs .bad{{width:{THUMB_PX}px;height:{THUMB_PX}px;font-size:10px;overflow:hidden;"
@@ -715,7 +772,7 @@ def _thumbnails_section(results: dict[str, Any], rows: list[str], colors: dict[s
         for row in rows:
             entry = next((e for e in results["results"] if e["model"] == row and e["task"] == task), None)
             if entry is not None:
-                sets.append(_image_set(row, colors[row], entry.get("generated_images")))
+                sets.append(_image_set(row, colors[row], entry.get("generated_images"), _skipped_text(entry)))
         parts.append(
             f'<h3>{esc(task)} <span class="muted small">{facts}</span></h3>'
             f'<div class="card">{"".join(sets)}</div>'
@@ -723,9 +780,11 @@ def _thumbnails_section(results: dict[str, Any], rows: list[str], colors: dict[s
     return "".join(parts)
 
 
-def _image_set(label: str, color: str, path: str | None) -> str:
+def _image_set(label: str, color: str, path: str | None, skipped: str = "") -> str:
     """One labelled grid; a note instead when the set is statistics, missing or unreadable."""
     head = (_swatch(color) if color else "") + f"<b>{esc(label)}</b>"
+    if skipped:
+        head += f' <span class="bad-note">{esc(skipped)}</span>'
     if path:
         head += f' <span class="mono muted">{esc(path)}</span>'
     if not path:

@@ -32,7 +32,7 @@ from aigc_eval.report.html import (
     sort_key,
     sparkline,
 )
-from aigc_eval.report.tables import format_score, format_with_interval
+from aigc_eval.report.tables import format_score, format_with_interval, interval_label
 from aigc_eval.results import RESULTS_FILE, load_results
 
 Format = Literal["html", "md", "csv"]
@@ -253,6 +253,8 @@ def _group_html(board: Leaderboard, group: TaskGroup, base: Path) -> str:
                 trend = sparkline([p.score for p in history], _history_text(history), changed)
             when = f"{point.run.run_id} ({short_time(point.run.finished)})"
             title = f"{when}, {len(history)} run(s); {point.signature}"
+            if point.ci and point.ci.get("low") is not None:
+                title += f"; interval: {interval_label(point.ci)}"
             cells.append(
                 f'<td class="num{best}" data-v="{sort_key(point.score)}" data-setting="{label}" '
                 f'data-metric="{esc(metric)}"><a href="{esc(_link(point.run, base))}" title="{esc(title)}">'

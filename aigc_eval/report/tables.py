@@ -40,14 +40,56 @@ def format_score(value: float | None, decimals: int | None = None) -> str:
     return f"{value:,.{score_decimals(value) if decimals is None else decimals}f}"
 
 
+# Older run folders named image intervals by ``method`` only; text intervals had neither key.
+_LEGACY_KINDS = {"kid-subset-std": "subset-std", "disjoint-draws-min-max": "draws-range"}
+
+
+def interval_kind(ci: dict[str, Any]) -> str:
+    """``bootstrap-percentile``, ``subset-std`` (KID) or ``draws-range`` (FID)."""
+    return str(ci.get("kind") or _LEGACY_KINDS.get(str(ci.get("method")), "bootstrap-percentile"))
+
+
+def interval_label(ci: dict[str, Any]) -> str:
+    """What the interval is, in words: never "CI" for a spread that is not a confidence interval."""
+    kind = interval_kind(ci)
+    if kind == "subset-std":
+        subsets = ci.get("n_subsets", "?")
+        return f"± std over {subsets} subsets of {ci.get('subset_size', '?')}"
+    if kind == "draws-range":
+        draws = ci.get("n_draws", ci.get("n_resamples", "?"))
+        return f"range over {draws} disjoint draws of {ci.get('draw_size', '?')}"
+    return f"{ci.get('confidence') or 0.95:.0%} bootstrap CI"
+
+
 def format_with_interval(score: float, ci: dict[str, Any] | None) -> str:
-    """'31.20 ± 0.80': the score and the half-width of its interval at the score's precision,
-    as sacrebleu prints."""
+    """'31.20 ± 0.80': the score and the half-width of its interval at the score's precision, as
+    sacrebleu prints; a range over draws is printed as '[low, high]', since it is not symmetric."""
     text = format_score(score)
-    half = ci.get("half_width") if ci else None
-    if half is not None and not math.isnan(score) and not math.isnan(half):
-        text += f" ± {format_score(half, score_decimals(score))}"
+    if not ci or math.isnan(score):
+        return text
+    places = score_decimals(score)
+    if interval_kind(ci) == "draws-range" and ci.get("low") is not None and ci.get("high") is not None:
+        return f"{text} [{format_score(ci['low'], places)}, {format_score(ci['high'], places)}]"
+    half = ci.get("half_width")
+    if half is not None and not math.isnan(half):
+        text += f" ± {format_score(half, places)}"
     return text
+
+
+def interval_notes(results: dict[str, Any], task: str) -> list[str]:
+    """One line per output of ``task`` whose spread is not a bootstrap CI, or that has no interval
+    for a stated reason (e.g. every KID subset is the whole set)."""
+    notes: dict[str, None] = {}  # ordered and without repeats
+    for entry in results["results"]:
+        if entry["task"] != task:
+            continue
+        for name, value in entry["metrics"].items():
+            ci = value.get("ci")
+            if ci and interval_kind(ci) != "bootstrap-percentile":
+                notes.setdefault(f"{name}: {interval_label(ci)}")
+            elif not ci and value.get("ci_unavailable"):
+                notes.setdefault(f"{name}: no interval ({value['ci_unavailable']})")
+    return list(notes)
 
 
 def _cell(value: dict[str, Any] | None) -> str:
@@ -97,6 +139,9 @@ def to_markdown(results: dict[str, Any]) -> str:
             sections.append(f"## {task} (n={info['n']}, lang={info['lang'] or 'unspecified'})\n")
         align = ("left",) + ("right",) * len(table.columns)
         sections.append(table.to_markdown(colalign=align, disable_numparse=True) + "\n")
+        notes = interval_notes(results, task)
+        if notes:
+            sections.append("Intervals: " + "; ".join(notes) + ".\n")
     return "\n".join(sections)
 
 
