@@ -87,3 +87,18 @@ def test_no_rows_is_an_error() -> None:
     metric = Descriptors()
     with pytest.raises(ValueError, match="no samples"):
         metric.aggregate(metric.sample_stats([], []))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("हिन्दी भाषा", ["हिन्दी", "भाषा"]),  # vowel signs stay inside their words
+        ("สวัสดี", ["ส", "วั", "ส", "ดี"]),  # Thai: one token per grapheme cluster, not one per sentence
+        ("Привет, мир!", ["Привет", "мир"]),
+        ("今天 good", ["今", "天", "good"]),
+    ],
+)
+def test_words_segment_every_script(text: str, expected: list[str]) -> None:
+    from aigc_eval.metrics.tokenize import words
+
+    assert words(text) == expected

@@ -15,7 +15,7 @@ from aigc_eval import __version__
 from aigc_eval.metrics.base import Metric, References, Score
 from aigc_eval.metrics.tokenize import words
 
-_SIGNATURE = f"aigc-eval:{__version__}|tok:words-cjk-char|distinct:corpus"
+_SIGNATURE = f"aigc-eval:{__version__}|tok:unicode-words|distinct:corpus"
 
 
 def _ngrams(tokens: list[str], n: int) -> tuple[tuple[str, ...], ...]:

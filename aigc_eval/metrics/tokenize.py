@@ -43,7 +43,6 @@ _CJK_CLASS = (
 )
 _CJK_RE = re.compile(f"([{_CJK_CLASS}])")
 # One CJK character, or a run of other word characters.
-_WORD_RE = re.compile(rf"[{_CJK_CLASS}]|[^\W{_CJK_CLASS}]+")
 
 CJK_LANGS = frozenset({"zh", "ja", "ko"})
 
@@ -73,11 +72,13 @@ def contains_cjk(text: str) -> bool:
 
 
 def words(text: str) -> list[str]:
-    """Word tokens for descriptors: each CJK character alone, other ``\\w+`` runs whole.
+    """Word tokens for descriptors: the unicode ROUGE tokenizer's segmentation with case kept.
 
-    Case is kept and punctuation dropped, so counts do not depend on a language setting.
+    Each CJK character and each Thai/Lao/Khmer/Myanmar grapheme cluster alone, other runs of
+    letters with their combining marks and digits whole (a Hindi word keeps its vowel signs);
+    punctuation is dropped, so counts do not depend on a language setting.
     """
-    return _WORD_RE.findall(text)
+    return _UNICODE_TOKEN_RE.findall(text)
 
 
 def dropped_letters(text: str, tokenizer: RougeTokenizerName) -> list[str]:
