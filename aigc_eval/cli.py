@@ -1,7 +1,18 @@
-"""The command line: argument parsing, exit codes and user-facing errors only.
+"""The command line: argument parsing, exit codes, progress and user-facing errors only.
 
-Exit codes: 0 success, 1 a failed check (regression), 2 a user error (bad
-suite, file, option) — printed as one message, never a traceback.
+Exit codes:
+
+* 0 — success;
+* 1 — a regression found (``compare``, ``run --baseline``);
+* 2 — a user error (bad suite, file, option, an unwritable path, a run folder in use): one
+  ``aigc-eval: error: ...`` line naming the file or key and the fix, never a traceback;
+* 3 — an internal error (a bug in aigc-eval): one ``aigc-eval: internal error: ...`` line on stderr;
+  the traceback goes to ``internal-error.log`` in the run folder (if the run had one) or to
+  ``$TMPDIR/aigc-eval-internal-error-<time>-<pid>.log``.
+
+A crash is never exit 1, so a CI gate cannot mistake a bug for a regression (or the reverse).
+Progress goes to stderr: a bar in a terminal, otherwise a plain line per task every
+``AIGC_EVAL_PROGRESS_INTERVAL`` seconds (default 10); ``--quiet`` turns it off.
 """
 
 from __future__ import annotations
@@ -9,17 +20,39 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
+import platform
+import shlex
 import sys
+import tempfile
+import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from aigc_eval import __version__
-from aigc_eval.errors import UserError
+from aigc_eval.errors import (
+    EXIT_INTERNAL_ERROR,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    EXIT_USER_ERROR,
+    RUN_DIR_ATTRIBUTE,
+    UserError,
+)
 
-EXIT_OK, EXIT_REGRESSION, EXIT_USER_ERROR = 0, 1, 2
+if TYPE_CHECKING:
+    import pandas as pd
+
+# (description, total) -> advance(n): what the runner and the score command report progress to.
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+PROGRESS_INTERVAL_ENV = "AIGC_EVAL_PROGRESS_INTERVAL"
+INTERNAL_ERROR_LOG = "internal-error.log"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         "--backbone-path", help="a TorchScript/weights file or checkpoint folder for the backbone"
     )
     score.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted, warned)")
+    score.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     stats = commands.add_parser(
         "stats", help="save reference image statistics (mu, sigma, features) for reuse"
@@ -139,7 +173,8 @@ def _show_warning(message: Warning | str, category: type[Warning], *_args: objec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)  # its own errors exit 2
     warnings.showwarning = _show_warning
     try:
         if args.command == "run":
@@ -154,20 +189,151 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"aigc-eval: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("aigc-eval: error: interrupted", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as error:  # every other failure is a bug: exit 3, never 1 (a 'regression')
+        return _internal_error(error, argv, getattr(args, "suite", None))
+
+
+def _internal_error(error: Exception, argv: list[str], suite: str | None) -> int:
+    """One line on stderr; the traceback in a log file the user can attach to a bug report."""
+    run_dir = getattr(error, RUN_DIR_ATTRIBUTE, None)
+    report = (
+        f"aigc-eval {__version__} internal error at {datetime.now().isoformat(timespec='seconds')}\n"
+        f"command: aigc-eval {shlex.join(argv)}\n"
+        f"python {sys.version.split()[0]} on {platform.platform()}\n\n"
+        + "".join(traceback.format_exception(error))
+    )
+    log = _save_error_log(report, Path(run_dir) if run_dir is not None else None)
+    summary = " ".join(f"{type(error).__name__}: {error}".split())
+    where = f"please report it with {log}" if log else "please report it (the traceback could not be saved)"
+    line = f"aigc-eval: internal error: {summary}; this is a bug in aigc-eval, {where}"
+    if run_dir is not None and suite is not None:
+        line += f"; finished generations are kept, continue with: aigc-eval run {suite} --resume {run_dir}"
+    print(line, file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
+
+
+def _save_error_log(text: str, run_dir: Path | None) -> Path | None:
+    """``internal-error.log`` in the run folder, else a timestamped file in the temp folder."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidates = [run_dir / INTERNAL_ERROR_LOG] if run_dir is not None else []
+    candidates.append(Path(tempfile.gettempdir()) / f"aigc-eval-internal-error-{stamp}-{os.getpid()}.log")
+    for path in candidates:
+        try:
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _progress_interval() -> float:
+    raw = os.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
+    if not raw:
+        return 10.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not seconds >= 0:
+        raise UserError(
+            f"{PROGRESS_INTERVAL_ENV}={raw!r}: not a number of seconds; set it to e.g. 10, or unset it"
+        )
+    return seconds
+
+
+@dataclass
+class _Task:
+    description: str
+    total: int
+    started: float
+    done: int = 0
+    printed: float = -math.inf
+    first: tuple[float, int] | None = None  # (time, done) at the first update: where the rate starts
+
+
+class _LineProgress:
+    """Progress for logs and CI, where a bar would be an escape-code mess: one plain line per task
+    at its start, then at most every ``interval`` seconds as it advances, and at its end.
+
+    The rate counts from a task's first update on, so samples a resumed run already had (reported
+    at once) do not inflate it.
+    """
+
+    def __init__(self, interval: float, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._stream = stream
+        self._clock = clock
+
+    def __call__(self, description: str, total: int) -> Callable[[int], None]:
+        task = _Task(description, total, self._clock())
+        self._print(task, task.started)
+
+        def advance(n: int) -> None:
+            now = self._clock()
+            if task.done >= task.total:
+                return  # finished and reported
+            task.done += n
+            if task.first is None:
+                task.first = (now, task.done)
+            if n and (task.done >= task.total or now - task.printed >= self._interval):
+                self._print(task, now)
+
+        return advance
+
+    def _print(self, task: _Task, now: float) -> None:
+        task.printed = now
+        line = f"aigc-eval: {task.description}: {task.done}/{task.total}"
+        if task.done >= task.total:
+            line += f", done in {_duration(now - task.started)}"
+        else:
+            if task.total:
+                line += f" ({100 * task.done / task.total:.0f}%)"
+            start, start_done = task.first or (now, task.done)
+            if now > start and task.done > start_done:
+                rate = (task.done - start_done) / (now - start)
+                eta = (task.total - task.done) / rate
+                line += f", {rate:.3g}/s, ETA {_duration(eta)}"
+        print(line, file=self._stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+def _no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
 
 
 @contextmanager
-def _progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    if not enabled:
-        yield lambda _d, _t: lambda _n: None
+def _progress(quiet: bool) -> Iterator[ProgressFactory]:
+    """On stderr: nothing when quiet, a rich bar with ETA in a terminal, else plain lines."""
+    if quiet:
+        yield _no_progress
         return
+    if not sys.stderr.isatty():
+        yield _LineProgress(_progress_interval(), sys.stderr)
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
         transient=False,
     ) as progress:
 
@@ -188,7 +354,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.baseline:
         load_results(args.baseline)  # a bad baseline fails before any generation
     _quiet_libraries()
-    with _progress_bars(not args.quiet and sys.stderr.isatty()) as progress:
+    with _progress(args.quiet) as progress:
         run_dir = run_suite(
             args.suite,
             output_dir=args.output_dir,
@@ -256,30 +422,63 @@ def _compare(baseline: str | Path, current: str | Path, args: argparse.Namespace
     return EXIT_REGRESSION if comparison.has_regression else EXIT_OK
 
 
-def _print_table(title: str, frame: object) -> None:
+def _print_table(title: str, frame: pd.DataFrame) -> None:
+    """A task's table, never cutting a cell: columns that do not fit the width (the terminal's,
+    or 240 in a log or pipe) go on into further tables that repeat the model column."""
+    from rich.cells import cell_len
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"task: {title}", title_justify="left")
-    table.add_column("model", no_wrap=True)
-    for column in frame.columns:  # type: ignore[attr-defined]
-        table.add_column(str(column), justify="right", no_wrap=True)
-    for name, row in frame.iterrows():  # type: ignore[attr-defined]
-        table.add_row(str(name), *map(str, row.tolist()))
     console = Console()
-    if not console.is_terminal:  # a log or pipe: never wrap or cut the numbers
+    if not console.is_terminal:
         console = Console(width=240)
-    console.print(table)
+    names = [str(name) for name in frame.index]
+    headers = [str(column) for column in frame.columns]
+    cells = [[str(value) for value in frame.iloc[:, i].tolist()] for i in range(len(headers))]
+    widths = [max(map(cell_len, [h, *c])) for h, c in zip(headers, cells, strict=True)]
+    groups = _column_groups(max(map(cell_len, ["model", *names])), widths, console.width)
+    for part, group in enumerate(groups, 1):
+        suffix = f" (part {part} of {len(groups)})" if len(groups) > 1 else ""
+        table = Table(title=f"task: {title}{suffix}", title_justify="left")
+        table.add_column("model", no_wrap=True)
+        for i in group:
+            table.add_column(headers[i], justify="right", no_wrap=True)
+        for row, name in enumerate(names):
+            table.add_row(name, *(cells[i][row] for i in group))
+        needed = _table_width(max(map(cell_len, ["model", *names])), [widths[i] for i in group])
+        (console if needed <= console.width else Console(width=needed)).print(table)
+
+
+def _table_width(first: int, widths: list[int]) -> int:
+    """A rich box table's width: each column plus one space either side, and a border between."""
+    return sum(w + 3 for w in [first, *widths]) + 1
+
+
+def _column_groups(first: int, widths: list[int], limit: int) -> list[list[int]]:
+    """Consecutive column indices packed into tables of at most ``limit`` cells (one column each
+    at least, however wide)."""
+    groups: list[list[int]] = [[]]
+    for i, width in enumerate(widths):
+        if groups[-1] and _table_width(first, [*(widths[j] for j in groups[-1]), width]) > limit:
+            groups.append([])
+        groups[-1].append(i)
+    return groups
 
 
 def _print_scores(out: dict[str, dict[str, object]], as_json: bool) -> None:
+    """``--json``: strict JSON (``Score.to_dict`` made undefined values null), else aligned lines."""
     if as_json:
-        print(json.dumps(out, ensure_ascii=False, indent=2))
+        print(json.dumps(out, ensure_ascii=False, indent=2, allow_nan=False))
         return
     width = max(map(len, out))
     for key, value in out.items():
-        ci = f" ± {value['ci']['half_width']:.4f}" if "ci" in value else ""  # type: ignore[index]
-        print(f"{key:<{width}}  {value['score']:.4f}{ci}  {value['signature']}")
+        score = value["score"]
+        if score is None:
+            print(f"{key:<{width}}  n/a ({value.get('score_unavailable')})  {value['signature']}")
+            continue
+        half = value["ci"].get("half_width") if "ci" in value else None  # type: ignore[attr-defined]
+        ci = f" ± {half:.4f}" if half is not None else ""
+        print(f"{key:<{width}}  {score:.4f}{ci}  {value['signature']}")
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -321,8 +520,10 @@ def _score(args: argparse.Namespace) -> int:
     from aigc_eval.config import IMAGE_METRICS
     from aigc_eval.data import aligned_references, read_lines
     from aigc_eval.metrics.registry import MODEL_METRICS, build_metric, metric_names
-    from aigc_eval.scoring import aggregate_with_intervals
+    from aigc_eval.metrics.tokenize import language_option
+    from aigc_eval.scoring import aggregate_with_intervals, resample_count
 
+    args.lang = language_option(args.lang, "--lang")
     images = [m for m in args.metric if m in IMAGE_METRICS]
     if images:
         if len(images) != len(args.metric):
@@ -350,13 +551,21 @@ def _score(args: argparse.Namespace) -> int:
         _quiet_libraries()
         scorer = create_backend("hf", path=args.model, device=args.device, dtype="float32")
     out: dict[str, dict[str, object]] = {}
-    for name in args.metric:
-        metric = build_metric(name, lang=args.lang, scorer=scorer)
-        try:
-            stats = metric.sample_stats(predictions, references or [[""]] * len(predictions))
-            scores = aggregate_with_intervals(metric, stats, 1000 if args.confidence else 0, seed=args.seed)
-        except ValueError as error:
-            raise UserError(f"--metric {name}: {error}") from None
-        out.update({key: score.to_dict() for key, score in scores.items()})
+    n_resamples = 1000 if args.confidence else 0
+    with _progress(args.quiet) as progress:
+        for name in args.metric:
+            metric = build_metric(name, lang=args.lang, scorer=scorer)
+            try:
+                computed = progress(f"{name}: sample statistics of {len(predictions)} lines", 1)
+                stats = metric.sample_stats(predictions, references or [[""]] * len(predictions))
+                computed(1)
+                total = resample_count(metric, stats, n_resamples)
+                resampled = progress(f"{name}: bootstrap", total) if total else None
+                scores = aggregate_with_intervals(
+                    metric, stats, n_resamples, seed=args.seed, progress=resampled
+                )
+            except ValueError as error:
+                raise UserError(f"--metric {name}: {error}") from None
+            out.update({key: score.to_dict() for key, score in scores.items()})
     _print_scores(out, args.json)
     return EXIT_OK

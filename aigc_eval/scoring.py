@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -10,22 +11,41 @@ from aigc_eval.metrics.base import Metric, Score
 from aigc_eval.stats import bootstrap_interval
 
 
+def resample_count(metric: Metric, stats: np.ndarray, n_resamples: int = 1000) -> int:
+    """How many re-aggregations ``aggregate_with_intervals`` will run: the total of its progress."""
+    if n_resamples == 0 or not metric.resamplable or len(stats) < 2:
+        return 0
+    return n_resamples * len(metric.outputs)
+
+
 def aggregate_with_intervals(
-    metric: Metric, stats: np.ndarray, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 12345
+    metric: Metric,
+    stats: np.ndarray,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 12345,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Score]:
     """``metric.aggregate(stats)`` plus a percentile-bootstrap interval on every output.
 
     Rows are resampled, never strings re-scored; ``n_resamples=0`` or a metric that cannot be
-    re-aggregated cheaply (``resamplable=False``) leaves the interval out.
+    re-aggregated cheaply (``resamplable=False``) leaves the interval out. ``progress(n)`` is told
+    of every finished resample (``resample_count`` gives the total), so long bootstraps can show it.
     """
     scores = metric.aggregate(stats)  # first: signatures describe the real data, not a resample
-    if n_resamples == 0 or not metric.resamplable or len(stats) < 2:
+    if resample_count(metric, stats, n_resamples) == 0:
         return scores
+    advance = progress or (lambda _n: None)
     with_intervals = {}
     for name, score in scores.items():
+
+        def aggregate(rows: np.ndarray, name: str = name) -> float:
+            advance(1)
+            return metric.aggregate(rows)[name].score
+
         interval = bootstrap_interval(
             stats,
-            lambda rows, name=name: metric.aggregate(rows)[name].score,
+            aggregate,
             n_resamples=n_resamples,
             confidence=confidence,
             seed=seed,

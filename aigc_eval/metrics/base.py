@@ -11,6 +11,7 @@ tests, resume and caching can resample or move rows without knowing the metric.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,15 +35,32 @@ class Score:
     interval: dict[str, float | int | str] | None = None
 
     def to_dict(self) -> dict[str, object]:
+        """The JSON form: strict JSON, so an undefined value (NaN, e.g. perplexity over no tokens,
+        or an infinity) becomes null, and an undefined score says why in ``score_unavailable``."""
         out: dict[str, object] = {
-            "score": self.score,
+            "score": _finite(self.score),
             "signature": self.signature,
             "higher_is_better": self.higher_is_better,
-            **self.details,
+            **{key: _finite(value) for key, value in self.details.items()},
         }
+        if out["score"] is None:
+            out[SCORE_UNAVAILABLE] = (
+                f"the metric's value is {self.score!r} on this input (not a finite number)"
+            )
         if self.interval is not None:
-            out["ci"] = self.interval
+            out["ci"] = {key: _finite(value) for key, value in self.interval.items()}
         return out
+
+
+# The key that explains a null score in ``Score.to_dict`` (results.json, ``score --json``).
+SCORE_UNAVAILABLE = "score_unavailable"
+
+
+def _finite(value: object) -> object:
+    """None for a float NaN or infinity (numpy floats included), anything else unchanged."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
 
 
 class Metric(ABC):
