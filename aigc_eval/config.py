@@ -10,14 +10,40 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aigc_eval.backends.base import GenerationSettings
 from aigc_eval.errors import UserError
-from aigc_eval.metrics.registry import metric_names, options_model
+from aigc_eval.metrics.registry import metric_names, options_model, output_names
+from aigc_eval.metrics.tokenize import normalize_lang
+
+# Suite, row and task names become folder and file names in the run folder: no separators, no `..`.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_SAFE_NAME_RULE = "must start with a letter or digit and hold only letters, digits and . _ + -"
+
+# aigc_eval.features' backbone names, kept here so validating a suite does not import torch
+# (tests/test_preflight.py checks that the two lists agree).
+BACKBONE_NAMES = ("inception-v3-tf", "efficientnet-lite0", "clip", "dinov2")
+
+
+def _safe_name(value: str) -> str:
+    if not SAFE_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} {_SAFE_NAME_RULE} (names become file names in the run folder)")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class _Strict(BaseModel):
@@ -47,7 +73,7 @@ class ModelRow(_Strict):
     no ``path`` and take part in image tasks only.
     """
 
-    name: str
+    name: SafeName
     backend: Literal["hf", "images"] = "hf"
     path: str | None = None
     images: dict[str, str] = Field(default_factory=dict)  # image task name -> generated images
@@ -95,12 +121,12 @@ class Task(_Strict):
     """A text task (a dataset file, its prompt template and reference fields) or an image task
     (a reference image set; each model row names its generated images under ``images``)."""
 
-    name: str
+    name: SafeName
     kind: Literal["text", "image"] = "text"
     data: str | None = None
     # Image tasks: the reference set (folder, list file or .npz statistics) and how to score it.
     reference: str | None = None
-    backbone: str = "inception-v3-tf"
+    backbone: Literal[BACKBONE_NAMES] = "inception-v3-tf"  # type: ignore[valid-type]
     backbone_path: str | None = None
     image_metrics: list[Literal[IMAGE_METRICS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["fid", "kid"], min_length=1
@@ -112,6 +138,12 @@ class Task(_Strict):
     id_field: str | None = None
     lang: str | None = None
     limit: int | None = Field(None, ge=1)
+
+    @field_validator("lang")
+    @classmethod
+    def _known_lang(cls, value: str | None) -> str | None:
+        # A misspelt language would silently pick the wrong BLEU/TER/ROUGE tokenizers.
+        return None if value is None else normalize_lang(value)
 
     @model_validator(mode="after")
     def _inputs_for_kind(self) -> Task:
@@ -191,7 +223,7 @@ class Regression(_Strict):
 
 
 class Suite(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: SafeName
     description: str = ""
     seed: int = 0
     intervals: Intervals = Field(default_factory=Intervals)
@@ -228,6 +260,25 @@ class Suite(_Strict):
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
         return self
 
+    @model_validator(mode="after")
+    def _unique_metric_outputs(self) -> Suite:
+        """Two entries writing the same score name (``chrf++`` and ``{name: chrf, word_order: 2}``)
+        would overwrite each other in every table: refuse them before anything runs."""
+        first: dict[str, int] = {}
+        for index, spec in enumerate(self.metrics):
+            try:
+                names = output_names(spec.name, spec.options)
+            except UserError as error:
+                raise ValueError(f"metrics[{index}]: {' '.join(str(error).split())}") from None
+            for name in names or ():
+                if name in first:
+                    raise ValueError(
+                        f"metrics[{index}]: outputs {name!r}, as metrics[{first[name]}] does; "
+                        "remove one of the entries or change its options"
+                    )
+                first[name] = index
+        return self
+
     def config_hash(self) -> str:
         return stable_hash(self.model_dump(mode="json"))
 
@@ -262,11 +313,39 @@ def _format_errors(source: str, error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         path, message = _key_path(item["loc"]), _message(item)
-        key = re.match(r"^(\w+): ", message)  # a validator naming the key it checks
+        # A validator naming the key it checks: `data: ...`, or `models[1].images: ...` at the top level.
+        key = re.match(r"^(\w+(?:\[\d+\])?(?:\.\w+)*): ", message)
         if key and item["type"] == "value_error":
-            path, message = f"{path}.{key.group(1)}", message[key.end() :]
+            top = path == _key_path(())
+            path, message = key.group(1) if top else f"{path}.{key.group(1)}", message[key.end() :]
         lines.append(f"{source}: {path}: {message}")
     return "\n".join(lines)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (plain YAML keeps the last,
+    silently dropping the first setting)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys merged in (`<<: *anchor`) may be overridden, as YAML intends
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given on line {seen[key]}); keep one of them",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML as ``yaml.safe_load`` does, except that duplicate keys are errors."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe_load's semantics
 
 
 def parse_suite(data: Any, source: str = "<suite>") -> Suite:
@@ -287,7 +366,7 @@ def load_suite(path: str | Path) -> tuple[Suite, Path]:
             f"{path}: suite file not found; pass the path of a YAML file such as suites/demo.yaml"
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the suite as UTF-8") from None
     except yaml.YAMLError as error:

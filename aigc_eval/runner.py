@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,9 +24,10 @@ from aigc_eval.backends.base import Backend, TokenLogLikelihood
 from aigc_eval.compare import IMPROVEMENT, REGRESSION, Comparison, compare_runs
 from aigc_eval.config import MetricSpec, ModelRow, Suite, load_suite, stable_hash
 from aigc_eval.data import ImageTaskData, TaskData, load_image_task, load_task
-from aigc_eval.errors import UserError
+from aigc_eval.errors import UserError, attach_run_dir
 from aigc_eval.metrics.base import Score
 from aigc_eval.metrics.registry import MODEL_METRICS, build_metric
+from aigc_eval.preflight import check_plan, local_path
 from aigc_eval.report.html import write_run_report
 from aigc_eval.report.tables import to_csv, to_markdown
 from aigc_eval.results import (
@@ -37,13 +39,20 @@ from aigc_eval.results import (
     STATS_FILE,
     GenerationLog,
     environment,
+    finite_or_none,
+    lock_run_dir,
     new_run_dir,
     now_iso,
+    read_json_object,
+    run_file,
     write_atomic,
     write_json,
     write_jsonl,
 )
 from aigc_eval.scoring import aggregate_with_intervals
+
+if TYPE_CHECKING:
+    from aigc_eval.image_scoring import ImageScoring
 
 # (description, total) -> advance(n) callable; lets the CLI show a progress bar.
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -63,6 +72,7 @@ class RowTaskOutcome:
     stats: list[np.ndarray] = field(default_factory=list)  # per metric entry, aligned with suite.metrics
     timing: dict[str, float] = field(default_factory=dict)
     generated_images: str | None = None  # image tasks: the folder scored
+    image: ImageScoring | None = None  # image tasks: features kept for compare, skipped files, device
 
 
 class MemoizedScorer:
@@ -113,7 +123,7 @@ class BackendPool:
         self.seed = suite.seed
 
     def resolve_path(self, path: str) -> str:
-        local = self._base_dir / path
+        local = local_path(path, self._base_dir)
         return str(local.resolve()) if local.exists() else path
 
     def resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -146,13 +156,10 @@ class BackendPool:
         except UserError as error:
             raise UserError(f"{where}: {error}") from None
 
-    def scorer(self, spec: MetricSpec, row: ModelRow, where: str) -> MemoizedScorer:
-        """The model a perplexity-style metric scores with: a named row, a path, or the row's own."""
-        name = spec.options.get("model")
-        local = name is not None and name not in self._rows and name.startswith((".", "/", "~"))
-        if local and not Path(self.resolve_path(name)).exists():
-            raise UserError(f"{where}.model: {name!r} is neither a model row name nor an existing path")
-        target = _scoring_row(name, row, self._rows)
+    def scorer(self, spec: MetricSpec, row: ModelRow) -> MemoizedScorer:
+        """The model a perplexity-style metric scores with: a named row, a path (checked by
+        ``check_plan``), or the row's own."""
+        target = _scoring_row(spec.options.get("model"), row, self._rows)
         key = target.load_key()
         if key not in self._scorers:
             self._scorers[key] = MemoizedScorer(self.get(target))
@@ -179,43 +186,72 @@ def _generation_key(row: ModelRow, data: TaskData) -> str:
 
 
 def _log_path(run_dir: Path, row: ModelRow, data: TaskData) -> Path:
-    return run_dir / GENERATIONS_DIR / f"{row.name}__{data.task.name}.jsonl"
+    return run_file(run_dir, GENERATIONS_DIR, f"{row.name}__{data.task.name}.jsonl")
 
 
 def generate_for(
     backend: Backend, row: ModelRow, data: TaskData, run_dir: Path, progress: ProgressFactory
-) -> tuple[list[str], dict[str, float]]:
+) -> tuple[list[str], dict[str, Any]]:
     """Generate every example not already in the log, appending each batch as it finishes."""
     log = GenerationLog(_log_path(run_dir, row, data), _generation_key(row, data))
     done = log.load()
     examples = data.examples
+    prompts = [e.prompt for e in examples]
+    settings = row.generation.settings()
+    truncated = backend.truncated_prompts(prompts, settings)
+    if truncated:
+        warnings.warn(
+            f"{row.name} × {data.task.name}: {truncated} of {len(prompts)} prompts do not fit the model's "
+            f"context with max_new_tokens {settings.max_new_tokens}; cut from the left (lm-eval's rule)",
+            stacklevel=2,
+        )
     advance = progress(f"generate {row.name} × {data.task.name}", len(examples))
     advance(len(done))
-    new_texts: list[str] = []
+    resumed = len(done)
+    marks: list[tuple[float, int]] = []  # (when a new batch finished, tokens it generated)
 
-    def on_batch(indices: list[int], texts: list[str]) -> None:
+    def on_batch(indices: list[int], texts: list[str], tokens: int | None = None) -> None:
         log.append(
             [{"index": i, "id": examples[i].id, "prediction": t} for i, t in zip(indices, texts, strict=True)]
         )
         done.update(zip(indices, texts, strict=True))
-        new_texts.extend(texts)
+        # A backend that cannot count its generated tokens: re-tokenize the continuations.
+        marks.append((time.perf_counter(), backend.count_tokens(texts) if tokens is None else tokens))
         advance(len(indices))
 
     started = time.perf_counter()
     if len(done) < len(examples):
-        backend.generate(
-            [e.prompt for e in examples], row.generation.settings(), on_batch=on_batch, skip=set(done)
-        )
-    elapsed = time.perf_counter() - started
-    timing: dict[str, float] = {"resumed_samples": len(examples) - len(new_texts)}
-    if new_texts:
-        tokens = backend.count_tokens(new_texts)
-        timing.update(
-            generation_s=round(elapsed, 4),
-            generated_tokens=tokens,
-            tokens_per_s=round(tokens / elapsed, 2) if elapsed > 0 else float("nan"),
-        )
+        backend.generate(prompts, settings, on_batch=on_batch, skip=set(done))
+    timing: dict[str, Any] = {"resumed_samples": resumed, "truncated_prompts": truncated}
+    if marks:
+        timing.update(throughput(started, marks))
     return [done[i] for i in range(len(examples))], timing
+
+
+def throughput(started: float, marks: list[tuple[float, int]]) -> dict[str, Any]:
+    """Generation time and tokens/s from per-batch (finish time, generated tokens) marks.
+
+    tokens/s counts only generated tokens (never prompt tokens) and leaves out the first batch,
+    which pays the warm-up (allocator, kernels, caches): its rate is the steady state. With one
+    batch there is nothing left to time: None, never NaN.
+    """
+    total_tokens = sum(tokens for _, tokens in marks)
+    timed_s = marks[-1][0] - marks[0][0]
+    timed_tokens = total_tokens - marks[0][1]
+    measurable = len(marks) > 1 and timed_s > 0
+    return {
+        "generation_s": round(marks[-1][0] - started, 4),
+        "generated_tokens": total_tokens,
+        "timed_tokens": timed_tokens if measurable else None,
+        "timed_s": round(timed_s, 4) if measurable else None,
+        "tokens_per_s": round(timed_tokens / timed_s, 2) if measurable else None,
+        "tokens_per_s_method": (
+            f"generated tokens / time over {len(marks) - 1} of {len(marks)} batches; "
+            "the first (warm-up) left out"
+            if measurable
+            else "not measured: a single batch is all warm-up"
+        ),
+    }
 
 
 def score_row_task(
@@ -235,7 +271,7 @@ def score_row_task(
     advance = progress(f"score {row.name} × {data.task.name}", len(suite.metrics))
     for index, spec in enumerate(suite.metrics):
         where = f"metrics[{index}]"
-        scorer = pool.scorer(spec, row, where) if spec.name in MODEL_METRICS else None
+        scorer = pool.scorer(spec, row) if spec.name in MODEL_METRICS else None
         metric = build_metric(
             spec.name,
             pool.resolve_options(spec.options),
@@ -262,12 +298,12 @@ def score_row_task(
 
 def score_image_task(pool: BackendPool, row: ModelRow, data: ImageTaskData) -> RowTaskOutcome:
     """FID-style scores of the row's generated images against the task's reference set."""
-    from aigc_eval.image_scoring import score_images
+    from aigc_eval.image_scoring import score_image_sets
 
     task = data.task
     started = time.perf_counter()
     generated = pool.resolve_path(row.images[task.name])
-    scores = score_images(
+    scoring = score_image_sets(
         generated,
         data.reference if task.reference else None,
         task.image_metrics,
@@ -284,9 +320,10 @@ def score_image_task(pool: BackendPool, row: ModelRow, data: ImageTaskData) -> R
         row.name,
         task.name,
         [],
-        {s.name: s for s in scores.values()},
+        {s.name: s for s in scoring.scores.values()},
         timing=timing,
         generated_images=generated,
+        image=scoring,
     )
 
 
@@ -337,7 +374,12 @@ def run_suite(
     resume: str | Path | None = None,
     progress: ProgressFactory = _no_progress,
 ) -> Path:
-    """Run a suite end to end and return its run folder."""
+    """Run a suite end to end and return its run folder.
+
+    Everything checkable is checked (``check_plan``) before a run folder exists or a model loads.
+    The run folder is locked for the whole run, and any error escaping once it exists carries it
+    (``attach_run_dir``), so the CLI can log an internal error there.
+    """
     suite_path = Path(suite_path)
     suite, base_dir = load_suite(suite_path)
     if device:
@@ -346,9 +388,32 @@ def run_suite(
         )
     tasks = [load_task(t, base_dir, limit) for t in suite.tasks if t.kind == "text"]
     image_tasks = [load_image_task(t, base_dir) for t in suite.tasks if t.kind == "image"]
+    check_plan(suite, base_dir, str(suite_path))
     config_hash = suite.config_hash()
-    run_dir = _prepare_run_dir(suite, suite_path, Path(output_dir), config_hash, resume, limit)
+    run_dir = _open_run_dir(suite, Path(output_dir), config_hash, resume)
+    try:
+        with lock_run_dir(run_dir):
+            _write_manifest(run_dir, suite, suite_path, config_hash, resume is not None, limit)
+            return _generate_and_score(
+                suite, suite_path, base_dir, run_dir, tasks, image_tasks, config_hash, limit, progress
+            )
+    except BaseException as error:
+        attach_run_dir(error, run_dir)
+        raise
 
+
+def _generate_and_score(
+    suite: Suite,
+    suite_path: Path,
+    base_dir: Path,
+    run_dir: Path,
+    tasks: list[TaskData],
+    image_tasks: list[ImageTaskData],
+    config_hash: str,
+    limit: int | None,
+    progress: ProgressFactory,
+) -> Path:
+    """Every row × task in suite order, then the run folder's results and report."""
     pool = BackendPool(suite, base_dir)
     last_use = _last_uses(suite)
     outcomes: list[RowTaskOutcome] = []
@@ -417,32 +482,29 @@ def _within_run_comparison(suite: Suite, run_dir: Path) -> Comparison | None:
     return compare_runs(run_dir, run_dir, suite.regression, pairs=[(baseline, row) for row in others])
 
 
-def _prepare_run_dir(
-    suite: Suite,
-    suite_path: Path,
-    output_dir: Path,
-    config_hash: str,
-    resume: str | Path | None,
-    limit: int | None,
-) -> Path:
-    manifest = {
-        "suite": suite.name,
-        "config_hash": config_hash,
-        "limit": limit,
-        "suite_file": str(suite_path),
-    }
+def _open_run_dir(suite: Suite, output_dir: Path, config_hash: str, resume: str | Path | None) -> Path:
+    """A new run folder, or the one to resume (which must be a run folder)."""
     if resume is None:
-        run_dir = new_run_dir(output_dir, suite.name, config_hash)
-        write_json(run_dir / MANIFEST_FILE, {**manifest, "started": now_iso()})
-        shutil.copyfile(suite_path, run_dir / "suite.yaml")
-        return run_dir
+        return new_run_dir(output_dir, suite.name, config_hash)
     run_dir = Path(resume)
-    manifest_file = run_dir / MANIFEST_FILE
-    if not manifest_file.is_file():
+    if not (run_dir / MANIFEST_FILE).is_file():
         raise UserError(
             f"{run_dir}: not a run folder (no {MANIFEST_FILE}); pass a folder made by 'aigc-eval run'"
         )
-    previous = json.loads(manifest_file.read_text(encoding="utf-8"))
+    return run_dir
+
+
+def _write_manifest(
+    run_dir: Path, suite: Suite, suite_path: Path, config_hash: str, resumed: bool, limit: int | None
+) -> None:
+    """Record a new run; for a resumed one, check it is a run of this suite with the same --limit."""
+    manifest_file = run_dir / MANIFEST_FILE
+    if not resumed:
+        manifest = {"suite": suite.name, "config_hash": config_hash, "limit": limit}
+        write_json(manifest_file, {**manifest, "suite_file": str(suite_path), "started": now_iso()})
+        shutil.copyfile(suite_path, run_dir / "suite.yaml")
+        return
+    previous = read_json_object(manifest_file, "run manifest")
     if previous.get("suite") != suite.name:
         raise UserError(f"{run_dir}: is a run of suite {previous.get('suite')!r}, not {suite.name!r}")
     if previous.get("limit") != limit:
@@ -453,7 +515,6 @@ def _prepare_run_dir(
         # Metric changes are fine (scores are recomputed); the generation logs' own keys
         # catch changes that invalidate finished samples.
         write_json(manifest_file, {**previous, "config_hash": config_hash, "resumed": now_iso()})
-    return run_dir
 
 
 def _task_record(data: TaskData | ImageTaskData) -> dict[str, Any]:
@@ -486,6 +547,7 @@ def write_run_outputs(
 ) -> None:
     """Write results.json, samples.jsonl and the tables, each atomically."""
     by_task = {t.task.name: t for t in tasks}
+    references_kept: set[str] = set()  # image tasks whose reference features are written
     results = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_dir.name,
@@ -505,6 +567,7 @@ def write_run_outputs(
                 "metrics": {name: s.to_dict() for name, s in o.scores.items()},
                 "timing": o.timing,
                 **({"generated_images": o.generated_images} if o.generated_images else {}),
+                **(o.image.record(run_dir, o.model, o.task, references_kept) if o.image else {}),
             }
             for o in outcomes
         ],
@@ -517,7 +580,8 @@ def write_run_outputs(
             "prompt": example.prompt,
             "prediction": prediction,
             "references": list(example.references),
-            "scores": {name: values[i] for name, values in o.sample_scores.items()},
+            # A sample's undefined score (perplexity of an empty text) is null in strict JSON.
+            "scores": {name: finite_or_none(values[i]) for name, values in o.sample_scores.items()},
         }
         for o in outcomes
         if o.predictions  # image tasks have no text samples

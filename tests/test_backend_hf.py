@@ -83,7 +83,7 @@ def test_sampling_is_seeded_per_batch(backend: HFBackend) -> None:
     assert other != first
     # A resumed run skips the first batch; the batches after it still sample the same text.
     batches: list[list[int]] = []
-    backend.generate(PROMPTS, settings, on_batch=lambda idx, texts: batches.append(idx))
+    backend.generate(PROMPTS, settings, on_batch=lambda idx, texts, _tokens: batches.append(idx))
     resumed = backend.generate(PROMPTS, settings, skip=set(batches[0]))
     for i in batches[1]:
         assert resumed[i] == first[i]
@@ -102,7 +102,7 @@ def test_stop_strings_cut_the_output(backend: HFBackend, greedy_reference: list[
 def test_skip_and_on_batch(tiny_lm_dir: Path, greedy_reference: list[str]) -> None:
     backend = HFBackend(str(tiny_lm_dir), batch_size=2)
     calls: list[tuple[list[int], list[str]]] = []
-    out = backend.generate(PROMPTS, GREEDY, on_batch=lambda idx, texts: calls.append((idx, texts)))
+    out = backend.generate(PROMPTS, GREEDY, on_batch=lambda idx, texts, _tokens: calls.append((idx, texts)))
     assert out == greedy_reference
     assert sorted(i for idx, _ in calls for i in idx) == list(range(len(PROMPTS)))
     assert [len(idx) for idx, _ in calls] == [2, 2, 2, 1]
@@ -115,7 +115,7 @@ def test_skip_and_on_batch(tiny_lm_dir: Path, greedy_reference: list[str]) -> No
     # Batch 0 fully done is skipped; batch 1 only partly done runs again whole.
     skip = set(calls[0][0]) | {calls[1][0][0]}
     resumed_calls: list[list[int]] = []
-    resumed = backend.generate(PROMPTS, GREEDY, skip=skip, on_batch=lambda idx, _: resumed_calls.append(idx))
+    resumed = backend.generate(PROMPTS, GREEDY, skip=skip, on_batch=lambda idx, *_: resumed_calls.append(idx))
     assert resumed_calls == [idx for idx, _ in calls[1:]]
     for i in range(len(PROMPTS)):
         assert resumed[i] == ("" if i in calls[0][0] else greedy_reference[i])
@@ -158,7 +158,7 @@ def test_out_of_memory_batches_are_split(
 
     monkeypatch.setattr(backend.model, "generate", flaky)
     calls: list[list[int]] = []
-    assert backend.generate(PROMPTS, GREEDY, on_batch=lambda idx, _: calls.append(idx)) == greedy_reference
+    assert backend.generate(PROMPTS, GREEDY, on_batch=lambda idx, *_: calls.append(idx)) == greedy_reference
     assert sizes == [4, 2, 2, 3, 1, 2]
     assert [len(idx) for idx in calls] == [4, 3]  # one report per batch, however it was split
 

@@ -47,3 +47,17 @@ def test_score_example_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert '"rouge1"' in done.stdout and "perplexity" in done.stdout
+
+
+def test_suite_reference_is_a_valid_suite() -> None:
+    """The documented suite parses as printed (strict schema, no duplicate keys) and passes the
+    plan-time checks that need no files: every key it shows is real and every reference resolves."""
+    from aigc_eval.config import parse_suite, read_yaml
+    from aigc_eval.preflight import check_suite
+
+    [block] = [b for b in _blocks("yaml") if b.startswith("name: demo")]
+    suite = parse_suite(read_yaml(block), "README")
+    check_suite(suite, "README")
+    assert [t.kind for t in suite.tasks] == ["text", "image"]
+    assert [m.name for m in suite.metrics][-2:] == ["perplexity", "descriptors"]
+    assert suite.metrics[-2].options["model"] in {row.name for row in suite.models}

@@ -34,8 +34,9 @@ class TokenLogLikelihood:
     token_nll: tuple[float, ...] | None = None
 
 
-# Called after each finished batch with (indices into the prompt list, texts).
-BatchCallback = Callable[[list[int], list[str]], None]
+# Called after each finished batch with (indices into the prompt list, texts, tokens generated):
+# the count is what the model generated (EOS included, padding not), for tokens/s.
+BatchCallback = Callable[[list[int], list[str], int], None]
 
 
 class Backend(Protocol):
@@ -53,6 +54,10 @@ class Backend(Protocol):
         ``skip`` holds indices already generated (resume): whole batches of them
         are not run again, and their slots in the result are empty strings.
         """
+
+    def truncated_prompts(self, prompts: Sequence[str], settings: GenerationSettings) -> int:
+        """How many of ``prompts`` ``generate`` cuts from the left (lm-eval's convention) so that
+        prompt plus ``max_new_tokens`` fit the model's context."""
 
     def loglikelihood(
         self,

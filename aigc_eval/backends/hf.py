@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
 
@@ -18,6 +19,7 @@ from aigc_eval.errors import UserError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 T = TypeVar("T")
+R = TypeVar("R")
 W = TypeVar("W", bound=tuple)
 # Scored positions per float32 log-softmax chunk: 4,096 x a 150k vocabulary is 2.5 GB.
 _NLL_CHUNK = 4096
@@ -70,7 +72,7 @@ def _empty_cache() -> None:
         torch.mps.empty_cache()
 
 
-def _halving_on_oom(items: list[T], run: Callable[[list[T]], list[str]]) -> list[str]:
+def _halving_on_oom(items: list[T], run: Callable[[list[T]], list[R]]) -> list[R]:
     """Run ``items`` as one batch; on out-of-memory retry it in halves, down to single items."""
     try:
         return run(items)
@@ -140,6 +142,19 @@ def fuse_activations(model: torch.nn.Module) -> int:
     return swapped
 
 
+def _generated_lengths(new_tokens: torch.Tensor, eos: int | list[int] | None, pad: int | None) -> list[int]:
+    """Tokens each row actually generated: up to and including its first EOS; the padding that
+    ``generate`` appends after a row finished (EOS or a stop string) is not generated text."""
+    width = new_tokens.shape[1]
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    is_eos = torch.isin(new_tokens, torch.tensor(eos_ids, dtype=new_tokens.dtype))
+    is_pad = (new_tokens == pad) & ~is_eos if pad is not None else torch.zeros_like(is_eos)
+    positions = torch.arange(width).expand_as(new_tokens)
+    first_eos = torch.where(is_eos, positions, width).min(dim=1).values
+    first_pad = torch.where(is_pad, positions, width).min(dim=1).values
+    return torch.minimum(first_eos + 1, first_pad).clamp(max=width).tolist()
+
+
 def _weight_files(folder: Path) -> list[Path]:
     """The weights transformers would load: safetensors when present, else pickled ``.bin``."""
     files = sorted(folder.glob("*.safetensors"))
@@ -181,10 +196,14 @@ class HFBackend:
         self.dtype = _pick_dtype(dtype, self.device)
         self._local = _looks_local(path)
         self._folder = Path(path).expanduser()
-        if self._local and not self._folder.is_dir():
+        if self._local and not self._folder.exists():
             raise UserError(
                 f"model folder {path!r} does not exist; fix `path`, or give a hub id such as 'org/name'"
             )
+        if self._local:
+            from aigc_eval.preflight import check_model_folder
+
+            check_model_folder(self._folder, f"model {path!r}")
         self.tokenizer, self.model = self._load(trust_remote_code)
         self.fused_activations = fuse_activations(self.model) if fused_activations else 0
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
@@ -198,6 +217,8 @@ class HFBackend:
             model = AutoModelForCausalLM.from_pretrained(
                 self.path, dtype=self.dtype, use_safetensors=safetensors, **common
             )
+        except SafetensorError as err:
+            raise self._corrupt_weights(err) from err
         except (OSError, ValueError) as err:
             reason = " ".join(str(err).split())
             where = "the folder" if self._local else "the hub id, revision and network (or HF_HUB_OFFLINE)"
@@ -209,6 +230,25 @@ class HFBackend:
         if self.chat and not tokenizer.chat_template:
             raise UserError(f"model {self.path!r} has no chat template; set `chat: false`")
         return tokenizer, model.to(self.device).eval()
+
+    def _corrupt_weights(self, err: SafetensorError) -> UserError:
+        """A truncated or damaged safetensors file (an interrupted download or save), named."""
+        from safetensors import safe_open
+
+        folder, _ = self._snapshot()
+        files = sorted(folder.glob("*.safetensors")) if folder is not None else []
+        bad = []
+        for file in files:
+            try:
+                with safe_open(file, "pt"):
+                    pass
+            except SafetensorError:
+                bad.append(file)
+        named = ", ".join(map(str, bad or files)) or f"the safetensors weights of {self.path!r}"
+        return UserError(
+            f"{named}: corrupt or truncated weights file ({err}); re-download the model, "
+            "or re-save it with save_pretrained"
+        )
 
     # -- generation ---------------------------------------------------------------------------------
 
@@ -249,6 +289,30 @@ class HFBackend:
             config.top_k = settings.top_k
         return config
 
+    def _prompt_room(self, settings: GenerationSettings) -> int | None:
+        """Prompt tokens that fit in the context beside ``max_new_tokens`` (None: no stated context)."""
+        context = self.context_length()
+        if context is None:
+            return None
+        room = context - settings.max_new_tokens
+        if room < 1:
+            raise UserError(
+                f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in the "
+                f"{context}-token context of {self.path!r}; lower generation.max_new_tokens"
+            )
+        return room
+
+    def _fitted_prompt_ids(self, prompts: Sequence[str], settings: GenerationSettings) -> list[list[int]]:
+        """Prompt ids, each cut from the left to leave room for ``max_new_tokens`` (lm-eval's rule:
+        the end of a prompt, next to what is generated, matters most)."""
+        room = self._prompt_room(settings)
+        encoded = [self._prompt_ids(p) for p in prompts]
+        return encoded if room is None else [ids[-room:] for ids in encoded]
+
+    def truncated_prompts(self, prompts: Sequence[str], settings: GenerationSettings) -> int:
+        room = self._prompt_room(settings)
+        return 0 if room is None else sum(len(self._prompt_ids(p)) > room for p in prompts)
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -260,9 +324,10 @@ class HFBackend:
 
         Batches depend only on the prompts and ``batch_size``, and batch ``b`` is seeded with
         ``settings.seed + b``, so a resumed run forms the same batches and samples the same text.
+        Prompts longer than the context allows are cut from the left (``truncated_prompts``).
         """
         skip = skip or set()
-        encoded = [self._prompt_ids(p) for p in prompts]
+        encoded = self._fitted_prompt_ids(prompts, settings)
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         config = self._generation_config(settings)
         extra = {"tokenizer": self.tokenizer} if settings.stop else {}
@@ -272,20 +337,22 @@ class HFBackend:
             if all(i in skip for i in indices):
                 continue
 
-            def run(part: list[int], seed: int = settings.seed + number) -> list[str]:
+            def run(part: list[int], seed: int = settings.seed + number) -> list[tuple[str, int]]:
                 torch.manual_seed(seed)
                 return self._generate_batch([encoded[i] for i in part], config, settings.stop, extra)
 
-            texts = _halving_on_oom(indices, run)
+            outputs = _halving_on_oom(indices, run)
+            texts = [text for text, _ in outputs]
             for i, text in zip(indices, texts, strict=True):
                 results[i] = text
             if on_batch is not None:
-                on_batch(indices, texts)
+                on_batch(indices, texts, sum(n for _, n in outputs))
         return results
 
     def _generate_batch(
         self, ids: list[list[int]], config: GenerationConfig, stops: Sequence[str], extra: dict
-    ) -> list[str]:
+    ) -> list[tuple[str, int]]:
+        """(continuation, tokens the model generated for it) per prompt."""
         batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
         with torch.inference_mode():
             out = self.model.generate(
@@ -296,7 +363,8 @@ class HFBackend:
             )
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [_cut_at_stop(t, stops) for t in texts]
+        lengths = _generated_lengths(new_tokens.cpu(), config.eos_token_id, config.pad_token_id)
+        return [(_cut_at_stop(t, stops), n) for t, n in zip(texts, lengths, strict=True)]
 
     # -- log-likelihood -----------------------------------------------------------------------------
 

@@ -37,12 +37,25 @@ class EvaluateMetric(Metric):
 
     def __init__(self, options: Options, lang: str | None = None) -> None:
         self.options = options
-        self.label = (
-            Path(options.module).stem if options.module.endswith(".py") else Path(options.module).name
-        )
+        self.label = self._label(options)
+
+    @staticmethod
+    def _label(options: Options) -> str:
+        return Path(options.module).stem if options.module.endswith(".py") else Path(options.module).name
+
+    @classmethod
+    def output_names(cls, options: Options) -> tuple[str, ...] | None:
+        """``label.key`` per reported key; None (unknown until computed) when ``keys`` is not given."""
+        if options.keys is None:
+            return None
+        return tuple(f"{cls._label(options)}.{key}" for key in options.keys)
 
     @cached_property
     def _module(self) -> Any:
+        return self.load_module()
+
+    def load_module(self) -> Any:
+        """The evaluate module; a UserError when it cannot be loaded (missing, broken, offline)."""
         import evaluate  # 4 s to import: only when a suite asks for it
 
         try:

@@ -58,8 +58,12 @@ class Perplexity(Metric):
             raise UserError("perplexity with context: prompt needs the prompts; use it in a suite task")
         default = "" if is_cjk_language(lang) else " "
         self.delimiter = default if self.options.delimiter is None else self.options.delimiter
+        self.outputs = self.output_names(self.options)
+
+    @staticmethod
+    def output_names(options: Options) -> tuple[str, ...]:
         # Two perplexity entries (references and predictions) can sit in one suite.
-        self.outputs = ("ref_perplexity",) if self.options.target == "references" else ("perplexity",)
+        return ("ref_perplexity",) if options.target == "references" else ("perplexity",)
 
     def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
         if self.options.target == "references":
@@ -78,6 +82,13 @@ class Perplexity(Metric):
             prepend_bos=self.options.prepend_bos,
             contexts=contexts,
         )
+        if sum(s.tokens for s in scored) == 0:
+            # exp(0 / 0): no perplexity exists; an empty file or all-empty texts is a mistake to report.
+            what = "reference" if self.options.target == "references" else "prediction"
+            raise UserError(
+                f"perplexity: the {len(texts)} {what} text(s) hold no token to score (empty file or "
+                f"empty texts); give texts with content"
+            )
         rows = [[s.nll, s.tokens, len(t.encode("utf-8"))] for s, t in zip(scored, texts, strict=True)]
         return np.array(rows, dtype=np.float64).reshape(len(texts), 3)
 

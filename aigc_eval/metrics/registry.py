@@ -22,6 +22,8 @@ _METRICS: dict[str, type[Metric]] = {
 
 # Metrics that need a model to score text (the runner supplies it).
 MODEL_METRICS = frozenset({Perplexity.name})
+# Constructed only with a model or a module at hand; they name their outputs from options alone.
+_NEEDS_RESOURCES: frozenset[type[Metric]] = frozenset({Perplexity, EvaluateMetric})
 
 
 def metric_names() -> list[str]:
@@ -37,6 +39,20 @@ def metric_class(name: str) -> type[Metric]:
 
 def options_model(name: str) -> type[BaseModel]:
     return metric_class(name).Options  # type: ignore[attr-defined]
+
+
+def output_names(name: str, options: dict[str, Any] | None = None) -> tuple[str, ...] | None:
+    """The score names an entry produces, known from its options without computing anything.
+
+    Metrics needing a model or a module say it from their options alone (``output_names``); the
+    rest are cheap to construct. None: an evaluate module reporting every key it returns, whose
+    names are known only after a compute.
+    """
+    cls = metric_class(name)
+    parsed = options_model(name).model_validate(options or {})
+    if cls in _NEEDS_RESOURCES:
+        return cls.output_names(parsed)  # type: ignore[attr-defined]
+    return tuple(cls(parsed).outputs)  # type: ignore[call-arg]
 
 
 def build_metric(
