@@ -537,9 +537,9 @@ def _untested(
         metric_name=name,
         n=0,
         higher_is_better=cur_score.get("higher_is_better"),
-        baseline=base_score["score"],
-        current=cur_score["score"],
-        delta=cur_score["score"] - base_score["score"],
+        baseline=_value(base_score),
+        current=_value(cur_score),
+        delta=_value(cur_score) - _value(base_score),
         ci_low=None,
         ci_high=None,
         ci_confidence=None,
@@ -613,7 +613,7 @@ def _compare_image_task(
         direction = cur_scores[name].get("higher_is_better")
         if rule.higher_is_better is not None:
             direction = rule.higher_is_better
-        baseline_value, current_value = base_scores[name]["score"], cur_scores[name]["score"]
+        baseline_value, current_value = _value(base_scores[name]), _value(cur_scores[name])
         found.append(
             MetricComparison(
                 baseline_model=base_model,
@@ -780,3 +780,9 @@ def _top_changes(base: _Run, cur: _Run, entry: MetricComparison) -> tuple[Sample
 def truncate(text: str, limit: int = TEXT_LIMIT) -> str:
     """Texts in reports stay short enough for a pull-request comment."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _value(score: dict[str, Any]) -> float:
+    """A recorded score as a float: strict JSON stores an undefined score as null (NaN here)."""
+    value = score.get("score")
+    return math.nan if value is None else float(value)

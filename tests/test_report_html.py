@@ -376,8 +376,12 @@ def test_leaderboard_latest_history_and_data_versions(tmp_path: Path) -> None:
 
 
 def test_leaderboard_escapes_names(tmp_path: Path) -> None:
+    # The schema refuses such a row name now; a results.json written elsewhere may still hold one.
     runs = tmp_path / "runs"
-    make_run(runs, {"<script>window.__pwned = 4</script>": GOOD}, write_data(tmp_path / "d.jsonl"))
+    run = make_run(runs, {"evil": GOOD}, write_data(tmp_path / "d.jsonl"))
+    results = run / "results.json"
+    hostile = json.dumps("<script>window.__pwned = 4</script>")
+    results.write_text(results.read_text(encoding="utf-8").replace('"evil"', hostile), encoding="utf-8")
     page = build_leaderboard(runs, "html")
     assert page.count("<script") == 1 and "&lt;script&gt;window.__pwned = 4&lt;/script&gt;" in page
     assert "<script>" not in build_leaderboard(runs, "md")
@@ -412,3 +416,22 @@ def test_line_separators_in_text_round_trip_through_report_and_compare(tmp_path:
     comparison = compare_runs(run, run, pairs=[("a", "b")])
     assert comparison.entries and all(e.n == 4 for e in comparison.entries)
     assert any(c.baseline_prediction == f" pred {odd}" for e in comparison.entries for c in e.top_changes)
+
+
+def test_a_null_score_reads_as_n_a_in_tables_report_and_compare(tmp_path: Path) -> None:
+    """Strict JSON writes an undefined score as null: every reader shows it, none crashes."""
+    from aigc_eval.compare import compare_runs
+    from aigc_eval.report.html import write_run_report
+    from aigc_eval.report.tables import task_tables
+
+    run = make_run(tmp_path / "runs", {"a": GOOD, "b": WORSE}, write_data(tmp_path / "d.jsonl"))
+    results_file = run / "results.json"
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    results["results"][0]["metrics"]["bleu"]["score"] = None
+    results_file.write_text(json.dumps(results, allow_nan=False), encoding="utf-8")
+    [table] = task_tables(json.loads(results_file.read_text(encoding="utf-8"))).values()
+    assert table.loc["a", "bleu ↑"].startswith("n/a")
+    write_run_report(run, None)
+    assert "n/a" in (run / "report.html").read_text(encoding="utf-8")
+    bleu = next(e for e in compare_runs(run, run).entries if e.metric == "bleu" and e.current_model == "a")
+    assert bleu.verdict != "regression"

@@ -192,9 +192,9 @@ def is_best(value: float | None, values: Iterable[float | None], higher_is_bette
     return value == (max(finite_values) if higher_is_better else min(finite_values))
 
 
-def ci_text(score: float, ci: dict[str, Any] | None) -> str:
+def ci_text(score: float | None, ci: dict[str, Any] | None) -> str:
     """'[51.20, 96.40]' at the score's precision, or '' without an interval."""
-    if not ci or not math.isfinite(score) or ci.get("low") is None or ci.get("high") is None:
+    if not ci or score is None or not math.isfinite(score) or ci.get("low") is None or ci.get("high") is None:
         return ""
     places = score_decimals(score)
     return f"[{format_score(ci['low'], places)}, {format_score(ci['high'], places)}]"
@@ -372,9 +372,9 @@ def _results_section(
     return table + _results_legend(results, comparison)
 
 
-def sort_key(score: float) -> str:
+def sort_key(score: float | None) -> str:
     """The exact score for sorting and tests; empty (sorted last) when it is not a number."""
-    return repr(score) if math.isfinite(score) else ""
+    return repr(score) if score is not None and math.isfinite(score) else ""
 
 
 def _task_facts(info: dict[str, Any]) -> str:
@@ -717,13 +717,19 @@ def _box_plot(rows: Sequence[tuple[str, str, list[float]]]) -> str:
 
 
 def _speed_chart(results: dict[str, Any], rows: list[str], colors: dict[str, str]) -> str:
-    """Tokens per second over all tasks of a row (resumed samples were not timed)."""
+    """Generated tokens per second over all tasks of a row, warm-up batch left out (resumed samples
+    were not timed); runs written before ``timed_tokens`` existed fall back to the whole generation."""
     totals: dict[str, list[float]] = {row: [0.0, 0.0] for row in rows}
     for entry in results["results"]:
         timing = entry.get("timing") or {}
-        if timing.get("generation_s") and timing.get("generated_tokens"):
-            totals[entry["model"]][0] += timing["generated_tokens"]
-            totals[entry["model"]][1] += timing["generation_s"]
+        tokens, seconds = (
+            (timing.get("timed_tokens"), timing.get("timed_s"))
+            if "timed_s" in timing
+            else (timing.get("generated_tokens"), timing.get("generation_s"))
+        )
+        if tokens and seconds:
+            totals[entry["model"]][0] += tokens
+            totals[entry["model"]][1] += seconds
     if not any(seconds for _, seconds in totals.values()):
         return ""
     bars = [

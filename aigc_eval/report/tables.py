@@ -61,11 +61,11 @@ def interval_label(ci: dict[str, Any]) -> str:
     return f"{ci.get('confidence') or 0.95:.0%} bootstrap CI"
 
 
-def format_with_interval(score: float, ci: dict[str, Any] | None) -> str:
+def format_with_interval(score: float | None, ci: dict[str, Any] | None) -> str:
     """'31.20 ± 0.80': the score and the half-width of its interval at the score's precision, as
     sacrebleu prints; a range over draws is printed as '[low, high]', since it is not symmetric."""
     text = format_score(score)
-    if not ci or math.isnan(score):
+    if not ci or score is None or math.isnan(score):
         return text
     places = score_decimals(score)
     if interval_kind(ci) == "draws-range" and ci.get("low") is not None and ci.get("high") is not None:
