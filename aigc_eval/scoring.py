@@ -52,5 +52,7 @@ def aggregate_with_intervals(
             additive=metric.additive,
         )
         signature = f"{score.signature}|bs:{n_resamples}|ci:{confidence:g}|seed:{seed}"
-        with_intervals[name] = replace(score, signature=signature, interval=asdict(interval))
+        with_intervals[name] = replace(
+            score, signature=signature, interval={"kind": "bootstrap-percentile", **asdict(interval)}
+        )
     return with_intervals

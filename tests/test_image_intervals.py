@@ -117,3 +117,17 @@ def test_report_and_tables_name_each_interval(image_run_dir: Path) -> None:
         in table
     )
     assert "± 0.0000" not in table
+
+
+def test_text_bootstrap_intervals_record_their_kind() -> None:
+    from aigc_eval.metrics.registry import build_metric
+    from aigc_eval.report.tables import interval_label
+    from aigc_eval.scoring import aggregate_with_intervals
+
+    metric = build_metric("bleu")
+    stats = metric.sample_stats(
+        ["the cat sat", "a dog ran far", "hello"], [["the cat sat"], ["a dog ran"], ["hi"]]
+    )
+    [score] = aggregate_with_intervals(metric, stats, n_resamples=50, seed=3).values()
+    assert score.interval["kind"] == "bootstrap-percentile" and score.interval["confidence"] == 0.95
+    assert "95%" in interval_label(score.to_dict()["ci"])
