@@ -25,7 +25,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
-from test_report_html import GOOD, INJECTED, WORSE, make_run, write_data  # noqa: E402
+from test_report_html import GOOD, HOSTILE_NAME, INJECTED, WORSE, make_run, rename_row, write_data  # noqa: E402
 
 from aigc_eval.report.html import write_run_report  # noqa: E402
 from aigc_eval.report.leaderboard import build_leaderboard  # noqa: E402
@@ -138,9 +138,12 @@ def test_report_in_chromium(browser: webdriver.Chrome, tmp_path: Path) -> None:
 def test_leaderboard_in_chromium(browser: webdriver.Chrome, tmp_path: Path) -> None:
     data = write_data(tmp_path / "data.jsonl")
     runs = tmp_path / "runs"
-    name = "<script>window.__pwned = 4</script>"
-    make_run(runs / "a", {"good": WORSE, name: WORSE}, data, "2026-01-01T00:00:00+00:00")
-    latest = make_run(runs / "b", {"good": GOOD, name: WORSE}, data, "2026-01-02T00:00:00+00:00")
+    name = HOSTILE_NAME
+    rename_row(
+        make_run(runs / "a", {"good": WORSE, "evil": WORSE}, data, "2026-01-01T00:00:00+00:00"), "evil", name
+    )
+    latest = make_run(runs / "b", {"good": GOOD, "evil": WORSE}, data, "2026-01-02T00:00:00+00:00")
+    rename_row(latest, "evil", name)
     write_run_report(latest)
     board = tmp_path / "leaderboard.html"
     board.write_text(build_leaderboard(runs, "html", output=board), encoding="utf-8")

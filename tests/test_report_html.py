@@ -67,6 +67,17 @@ def write_data(path: Path, examples: list[tuple[str, str, str]] = EXAMPLES) -> P
     return path
 
 
+HOSTILE_NAME = "<script>window.__pwned = 4</script>"
+
+
+def rename_row(run: Path, old: str, new: str) -> Path:
+    """Give a row a name the schema refuses (a run folder written elsewhere may still hold one)."""
+    for file in [*run.glob("*.json"), *run.glob("*.jsonl")]:
+        text = file.read_text(encoding="utf-8")
+        file.write_text(text.replace(json.dumps(old), json.dumps(new)), encoding="utf-8")
+    return run
+
+
 def make_run(
     folder: Path,
     predictions: dict[str, list[str]],
@@ -376,12 +387,8 @@ def test_leaderboard_latest_history_and_data_versions(tmp_path: Path) -> None:
 
 
 def test_leaderboard_escapes_names(tmp_path: Path) -> None:
-    # The schema refuses such a row name now; a results.json written elsewhere may still hold one.
     runs = tmp_path / "runs"
-    run = make_run(runs, {"evil": GOOD}, write_data(tmp_path / "d.jsonl"))
-    results = run / "results.json"
-    hostile = json.dumps("<script>window.__pwned = 4</script>")
-    results.write_text(results.read_text(encoding="utf-8").replace('"evil"', hostile), encoding="utf-8")
+    rename_row(make_run(runs, {"evil": GOOD}, write_data(tmp_path / "d.jsonl")), "evil", HOSTILE_NAME)
     page = build_leaderboard(runs, "html")
     assert page.count("<script") == 1 and "&lt;script&gt;window.__pwned = 4&lt;/script&gt;" in page
     assert "<script>" not in build_leaderboard(runs, "md")
