@@ -25,6 +25,7 @@ from pydantic import (
 
 from aigc_eval.backends.base import GenerationSettings
 from aigc_eval.errors import UserError
+from aigc_eval.features import BACKBONE_NAMES
 from aigc_eval.metrics.registry import metric_names, options_model, output_names
 from aigc_eval.metrics.tokenize import normalize_lang
 
@@ -34,7 +35,6 @@ _SAFE_NAME_RULE = "must start with a letter or digit and hold only letters, digi
 
 # aigc_eval.features' backbone names, kept here so validating a suite does not import torch
 # (tests/test_preflight.py checks that the two lists agree).
-BACKBONE_NAMES = ("inception-v3-tf", "efficientnet-lite0", "clip", "dinov2")
 
 
 def _safe_name(value: str) -> str:

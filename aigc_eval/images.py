@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from aigc_eval.errors import UserError
+from aigc_eval.metrics import image as im
 from aigc_eval.metrics.image import FeatureSet
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
@@ -73,7 +74,8 @@ def open_image_set(path: str | Path) -> ImageSet:
 
 def _read_list_file(source: Path) -> list[Path]:
     try:
-        lines = source.read_text(encoding="utf-8").splitlines()
+        # One path per "\n"-line, as for every line-aligned file: U+2028 or U+0085 may be in a name.
+        lines = source.read_bytes().decode("utf-8-sig").split("\n")
     except UnicodeDecodeError:
         raise UserError(
             f"{source}: not a text list of image paths (and not a folder or .npz); "
@@ -180,14 +182,24 @@ def load_stats(path: str | Path) -> tuple[FeatureSet, dict[str, str]]:
             f"{source}: holds {sorted(arrays) or 'nothing'}; expected 'mu' and 'sigma' (pytorch-fid) "
             f"or 'features' (written by aigc-eval stats)"
         )
-    mu = np.asarray(arrays["mu"], dtype=np.float64)
-    sigma = np.asarray(arrays["sigma"], dtype=np.float64)
+    for key in ("mu", "sigma"):
+        if not np.issubdtype(arrays[key].dtype, np.number):
+            raise UserError(f"{source}: '{key}' must be numeric, got {arrays[key].dtype}")
+    mu, sigma = im.as_gaussian(arrays["mu"], arrays["sigma"])
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise UserError(
-            f"{source}: 'mu' has shape {mu.shape} and 'sigma' {sigma.shape}; need (d,) and (d, d)"
+            f"{source}: 'mu' has shape {np.shape(arrays['mu'])} and 'sigma' {np.shape(arrays['sigma'])}; "
+            f"need (d,) and (d, d) with the same d"
         )
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise UserError(f"{source}: 'mu'/'sigma' contain NaN or infinity")
+    for key, value in (("mu", mu), ("sigma", sigma)):
+        if not np.isfinite(value).all():
+            raise UserError(f"{source}: '{key}' contains NaN or infinity; recompute the statistics")
+    problem = im.covariance_problem(sigma)
+    if problem is not None:
+        raise UserError(
+            f"{source}: 'sigma' {problem}, so it is not a covariance matrix; recompute it with "
+            f"np.cov(features, rowvar=False) or aigc-eval stats"
+        )
     n = int(arrays["n"]) if "n" in arrays and arrays["n"].ndim == 0 else None
     return FeatureSet(mu, sigma, n), meta
 

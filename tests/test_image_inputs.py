@@ -50,6 +50,15 @@ def test_list_file_paths_are_relative_to_the_list(tmp_path: Path) -> None:
         open_image_set(listing)
 
 
+def test_list_file_is_split_on_newlines_only_and_may_start_with_a_bom(tmp_path: Path) -> None:
+    odd = tmp_path / "imgs" / "a\u2028b\x85c.png"  # legal file-name characters that splitlines() splits on
+    write_png(odd, 5)
+    write_png(tmp_path / "imgs" / "y.png", 6)
+    listing = tmp_path / "set.txt"
+    listing.write_bytes(("\ufeffimgs/y.png\r\nimgs/" + odd.name + "\n").encode("utf-8"))
+    assert open_image_set(listing).files == (tmp_path / "imgs" / "y.png", odd)
+
+
 def test_modes_decode_to_uint8_rgb(tmp_path: Path) -> None:
     gray = decode_image(write_png(tmp_path / "l.png", 77, mode="L"))
     assert gray.dtype == np.uint8 and gray.shape == (8, 8, 3) and (gray == 77).all()
@@ -171,7 +180,8 @@ def test_score_images_from_two_feature_files(tmp_path: Path) -> None:
     scores = score_images(gen_path, ref_path, metrics, cache_dir=False)
     assert list(scores) == metrics
     g, r = im.FeatureSet.from_features(gen), im.FeatureSet.from_features(ref)
-    assert scores["fid"].score == im.frechet_distance(g.mu, g.sigma, r.mu, r.sigma)
+    assert scores["fid"].score == im.frechet_distance_of_sets(g, r)  # sets with features: sample factors
+    assert scores["fid"].score == pytest.approx(im.frechet_distance(g.mu, g.sigma, r.mu, r.sigma), rel=1e-12)
     assert scores["kid"].score == im.kernel_inception_distance(gen, ref, seed=0)[0]
     assert scores["precision"].score == im.precision_recall(gen, ref)[0]
     assert scores["fid"].signature == (

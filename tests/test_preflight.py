@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from aigc_eval.cli import main
-from aigc_eval.config import BACKBONE_NAMES, load_suite, parse_suite
+from aigc_eval.config import load_suite, parse_suite
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.registry import output_names
 
@@ -138,12 +138,6 @@ def test_unknown_backbone_is_a_schema_error(tmp_path: Path, tiny_lm_dir: Path, c
         _suite(tmp_path, tiny_lm_dir, models=rows, tasks=tasks), tmp_path / "out", capsys
     )
     assert "tasks[1].backbone: Input should be 'inception-v3-tf', 'efficientnet-lite0'" in err
-
-
-def test_backbone_choices_are_the_feature_registry() -> None:
-    from aigc_eval.features import BACKBONES
-
-    assert tuple(BACKBONES) == BACKBONE_NAMES
 
 
 def test_model_folder_without_tokenizer(tmp_path: Path, tiny_lm_dir: Path, capsys) -> None:

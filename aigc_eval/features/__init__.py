@@ -1,20 +1,28 @@
-"""Feature backbones by name, and cached, batched extraction of an image set's features."""
+"""Feature backbones by name, and cached, batched extraction of an image set's features.
+
+Importing this package is light (no torch, numpy, PIL or scipy): ``BACKBONE_NAMES``
+serves as a config-schema choice; the heavy modules load when a function runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from aigc_eval.errors import UserError
-from aigc_eval.features.base import Backbone
-from aigc_eval.features.cache import FeatureCache
-from aigc_eval.images import ImageSet, iter_batches, validate, warn_skipped
 
-BACKBONES = ("inception-v3-tf", "efficientnet-lite0", "clip", "dinov2")
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from aigc_eval.features.base import Backbone
+    from aigc_eval.features.cache import FeatureCache
+    from aigc_eval.images import ImageSet
+
+BACKBONE_NAMES: tuple[str, ...] = ("inception-v3-tf", "efficientnet-lite0", "clip", "dinov2")
+BACKBONES = BACKBONE_NAMES  # the name image_scoring and the benchmarks import
 
 
 def get_backbone(name: str, path: str | Path | None = None, device: str | torch.device = "auto") -> Backbone:
@@ -31,17 +39,33 @@ def get_backbone(name: str, path: str | Path | None = None, device: str | torch.
         from aigc_eval.features.hf_vision import HFVision
 
         return HFVision(name, path, device)
-    raise UserError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}")
+    raise UserError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONE_NAMES)}")
 
 
 @dataclass(frozen=True)
 class Extracted:
-    """Features of the images that decoded, in set order, and what happened on the way."""
+    """Features of the images that decoded, in set order, and what happened on the way.
+
+    ``skipped_names`` are the skipped files' paths relative to the set (its folder, or
+    the list file's folder), for results and reports; ``skipped`` the full paths.
+    """
 
     features: np.ndarray
     logits: np.ndarray | None
     skipped: list[Path]
     cache_hit: bool
+    skipped_names: tuple[str, ...] = ()
+
+
+def _relative_names(images: ImageSet, skipped: list[Path]) -> tuple[str, ...]:
+    root = images.source if images.source.is_dir() else images.source.parent
+    names = []
+    for path in skipped:
+        try:
+            names.append(path.relative_to(root).as_posix())
+        except ValueError:  # a list file may name images outside its folder
+            names.append(path.as_posix())
+    return tuple(names)
 
 
 def extract_features(
@@ -57,6 +81,10 @@ def extract_features(
     fails at once, not after hours), then batches go through the backbone and
     the result is cached. ``progress(done, total)`` is called after each batch.
     """
+    import numpy as np
+
+    from aigc_eval.images import iter_batches, validate, warn_skipped
+
     if cache is not None:
         hit = cache.load(backbone.identity, images.hashes)
         if hit is not None:
@@ -65,7 +93,7 @@ def extract_features(
                 validate(images, skip_corrupt=False)  # raises, naming the unreadable files
             if skipped:
                 warn_skipped(images.source, skipped)
-            return Extracted(hit.features, hit.logits, skipped, cache_hit=True)
+            return Extracted(hit.features, hit.logits, skipped, True, _relative_names(images, skipped))
     readable, skipped = validate(images, skip_corrupt)
     feature_rows: list[np.ndarray] = []
     logit_rows: list[np.ndarray] = []
@@ -81,4 +109,4 @@ def extract_features(
     if cache is not None:
         skipped_hashes = tuple(sorted(set(images.hashes) - set(readable.hashes)))
         cache.store(backbone.identity, images.hashes, all_features, all_logits, skipped_hashes)
-    return Extracted(all_features, all_logits, skipped, cache_hit=False)
+    return Extracted(all_features, all_logits, skipped, False, _relative_names(images, skipped))

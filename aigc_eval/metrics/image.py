@@ -5,8 +5,9 @@ every function here is a pure function of (generated features, reference
 features) — or of their mean/covariance for FID — so each is testable on random
 arrays without a network. References for the definitions:
 
-* FID: Heusel et al. 2017; the trace term is computed as in pytorch-fid, but via
-  a symmetric eigendecomposition instead of ``scipy.linalg.sqrtm``.
+* FID: Heusel et al. 2017; the trace term via symmetric eigendecompositions instead
+  of ``scipy.linalg.sqrtm``, and as a sum of squares (orthogonal Procrustes) where the
+  traces would cancel.
 * KID: Bińkowski et al. 2018 (unbiased MMD², cubic polynomial kernel), subsets as
   in torchmetrics/clean-fid.
 * IS: Salimans et al. 2016 (10 splits, no shuffling, population std).
@@ -32,6 +33,7 @@ from aigc_eval.metrics.base import Score
 _BLOCK_ENTRIES = 1 << 24
 # Joint kernel matrices for KID are precomputed when the two sets together are at most this large.
 _KID_PRECOMPUTE_MAX = 4096
+_EPS = float(np.finfo(np.float64).eps)
 
 
 class SampleSizeWarning(UserWarning):
@@ -66,89 +68,278 @@ class FeatureSet:
 
 
 def mean_and_covariance(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 mean and unbiased covariance (ddof=1, as pytorch-fid and torchmetrics)."""
+    """float64 mean and unbiased covariance (ddof=1, as pytorch-fid and torchmetrics), d×d even for d = 1."""
     features = np.asarray(features, dtype=np.float64)
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
+
+
+def as_gaussian(mu: object, sigma: object) -> tuple[np.ndarray, np.ndarray]:
+    """(d,) mean and (d, d) covariance in float64; scalars and 1-element arrays are the 1-d case."""
+    mu_array = np.atleast_1d(np.asarray(mu, dtype=np.float64))
+    sigma_array = np.asarray(sigma, dtype=np.float64)
+    if mu_array.shape == (1,) and sigma_array.size == 1:
+        sigma_array = sigma_array.reshape(1, 1)
+    return mu_array, sigma_array
 
 
 # ---------------------------------------------------------------- Fréchet distance
 
+# Asymmetry and negative eigenvalues up to these multiples of rounding (ε·max|Σ|, d·ε·tr Σ) are accepted.
+_SYMMETRY_ROUNDING = 1e3
+_NEGATIVE_ROUNDING = 1e2
+
+
+def covariance_problem(sigma: np.ndarray) -> str | None:
+    """Why ``sigma`` is not a covariance matrix (symmetric PSD up to rounding), or None when it is."""
+    scale = float(np.abs(sigma).max(initial=0.0))
+    asymmetry = float(np.abs(sigma - sigma.T).max(initial=0.0))
+    if asymmetry > _SYMMETRY_ROUNDING * _EPS * scale:
+        return f"is not symmetric (max |Σ - Σᵀ| = {asymmetry:.3g}, max |Σ| = {scale:.3g})"
+    symmetric = (sigma + sigma.T) / 2
+    # λmin >= -shift exactly when Σ + shift·I is positive definite: a Cholesky, far cheaper than eigenvalues.
+    shift = _NEGATIVE_ROUNDING * len(sigma) * _EPS * max(float(np.trace(symmetric)), 0.0) + 1e-300
+    try:
+        linalg.cholesky(symmetric + shift * np.eye(len(sigma)), lower=True, check_finite=False)
+    except linalg.LinAlgError:
+        eigenvalues = linalg.eigvalsh(symmetric)
+        return (
+            f"is not positive semi-definite (smallest eigenvalue {eigenvalues[0]:.3g}, "
+            f"largest {eigenvalues[-1]:.3g})"
+        )
+    return None
+
+
+def _correlation(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standard deviations (1 where a variance is 0) and the correlation matrix of a symmetric Σ."""
+    variances = np.diag(sigma)
+    scale = np.sqrt(np.where(variances > 0, variances, 1.0))
+    return scale, sigma / scale[:, None] / scale[None, :]
+
+
+def _kept(eigenvalues: np.ndarray, dim: int) -> np.ndarray:
+    """Eigenvalues above the numerical-rank tolerance d·ε·λmax (below it: rounding noise, or negative)."""
+    return eigenvalues > max(eigenvalues.max(initial=0.0), 0.0) * dim * _EPS
+
 
 def _sqrt_factor(sigma: np.ndarray) -> np.ndarray:
-    """C = V·√W over the numerically non-zero eigenpairs of a symmetric PSD matrix, so C·Cᵀ = Σ.
+    """C (d×r) with C·Cᵀ = Σ, from a symmetric eigendecomposition of the correlation matrix.
 
-    Eigenvalues below the usual numerical-rank tolerance (d·ε·λ_max) are zero up to
-    rounding; they are dropped rather than square-rooted, because √(1e-14 noise)
-    summed over hundreds of null directions would bias the trace term.
+    Scaling by the standard deviations first makes the factor accurate relative to
+    each feature's own scale, so a feature with 1e12 times the variance of the
+    others does not swamp them. Eigenvalues below the numerical-rank tolerance are dropped.
+    """
+    scale, correlation = _correlation((sigma + sigma.T) / 2)
+    eigenvalues, vectors = linalg.eigh(correlation, driver="evd")
+    keep = _kept(eigenvalues, len(sigma))
+    return scale[:, None] * (vectors[:, keep] * np.sqrt(eigenvalues[keep]))
+
+
+def _accurate_sqrt_factor(sigma: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """``factor`` (from ``_sqrt_factor``), or a refined one where its spectrum is too wide for float64."""
+    eigenvalues = linalg.eigvalsh(_correlation((sigma + sigma.T) / 2)[1])
+    kept = eigenvalues[_kept(eigenvalues, len(sigma))]
+    if len(kept) and kept[-1] > _REFINE_SPREAD * kept[0]:
+        return _refined_sqrt_factor(sigma)
+    return factor
+
+
+# Splitting the operands of a product into slices whose pairwise BLAS products are exact (Ozaki et al.).
+_MAX_SLICES = 8
+# Σ-only factors are refined when the correlation spectrum spans more than this (ε·spread ≥ 1e-12).
+_REFINE_SPREAD = 1e4
+
+
+def _slices(matrix: np.ndarray, inner: int) -> list[np.ndarray]:
+    """Row-wise slices of ``matrix`` summing to it, each with few enough bits for exact products."""
+    shift = 2.0 ** (math.ceil((55 + math.log2(max(inner, 2))) / 2) + 1)
+    rest, out = matrix.copy(), []
+    for _ in range(_MAX_SLICES):
+        largest = np.abs(rest).max(axis=1, keepdims=True)
+        if not largest.any():
+            break
+        exponent = np.ceil(np.log2(np.where(largest > 0, largest, 1.0)))
+        sigma = shift * 2.0**exponent
+        high = (rest + sigma) - sigma
+        out.append(high)
+        rest -= high
+    return out
+
+
+def _two_sum(high: np.ndarray, low: np.ndarray, term: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    total = high + term
+    virtual = total - high
+    return total, low + ((high - (total - virtual)) + (term - virtual))
+
+
+def _accurate_product(a: np.ndarray, b_parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """a @ (Σ b_parts) as an unevaluated float64 pair (high, low), accurate far below ε·|a|·|b|."""
+    a_slices = _slices(a, a.shape[1])
+    high = np.zeros((a.shape[0], b_parts[0].shape[1]))
+    low = np.zeros_like(high)
+    for b in b_parts:
+        for b_slice in _slices(b.T, b.shape[0]):
+            for a_slice in a_slices:
+                high, low = _two_sum(high, low, a_slice @ b_slice.T)  # each product is exact
+    return high, low
+
+
+def _refined_sqrt_factor(sigma: np.ndarray) -> np.ndarray:
+    """``_sqrt_factor`` after rotating Σ into its float64 eigenbasis V with an accurate Vᵀ Σ V.
+
+    A float64 eigensolver leaves the small eigenvalues of Σ uncertain by ε·λmax when
+    the large directions are not along the features; Vᵀ Σ V, formed without rounding
+    errors, is nearly diagonal, and its scaled eigendecomposition is accurate for each
+    eigenvalue relative to its own size.
     """
     sigma = (sigma + sigma.T) / 2
-    eigenvalues, vectors = linalg.eigh(sigma, driver="evd")
-    tolerance = max(eigenvalues.max(initial=0.0), 0.0) * len(sigma) * np.finfo(np.float64).eps
-    keep = eigenvalues > tolerance
-    return vectors[:, keep] * np.sqrt(eigenvalues[keep])
+    _, vectors = linalg.eigh(sigma, driver="evd")
+    product = _accurate_product(sigma, [vectors])
+    high, low = _accurate_product(vectors.T, list(product))
+    rotated = high + low
+    return vectors @ _sqrt_factor((rotated + rotated.T) / 2)
 
 
 def _sqrt_factor_of_samples(features: np.ndarray) -> np.ndarray:
-    """The same factor (C·Cᵀ = covariance) from a thin SVD of the centred samples: O(N²d) instead of O(d³).
+    """C with C·Cᵀ = the sample covariance, straight from the centred samples (no Σ, no eigensolver).
 
-    For N < d this replaces the d×d eigendecomposition; singular values below the
-    same numerical-rank tolerance are dropped.
+    For N <= d it is the centred samples themselves (d×N); above that the R of
+    their QR decomposition (d×d). Either is as accurate as the features allow,
+    also where Σ is rank-deficient or ill-conditioned.
     """
     centred = (features - features.mean(axis=0)) / math.sqrt(len(features) - 1)
-    _, singular, vt = linalg.svd(centred, full_matrices=False, lapack_driver="gesdd")
-    tolerance = singular.max(initial=0.0) ** 2 * features.shape[1] * np.finfo(np.float64).eps
-    keep = singular**2 > tolerance
-    return vt[keep].T * singular[keep]
+    if len(features) <= features.shape[1]:
+        return centred.T
+    (r,) = linalg.qr(centred, mode="r")
+    return r[: features.shape[1]].T
 
 
-def _trace_sqrt(gram: np.ndarray) -> float:
-    """Σ √λ over the eigenvalues of a symmetric PSD matrix, tiny negative rounding clamped to 0."""
-    if gram.size == 0:
-        return 0.0
-    eigenvalues = linalg.eigvalsh((gram + gram.T) / 2, driver="evd")
-    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+def _factor_of(feature_set: FeatureSet) -> np.ndarray:
+    if feature_set.features is not None:
+        return _sqrt_factor_of_samples(feature_set.features)
+    return _sqrt_factor(feature_set.sigma)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """‖μ1−μ2‖² + tr Σ1 + tr Σ2 − 2 tr √(A Σ2 A) with A = Σ1^½, in float64; never negative.
+def _accurate_factor_of(feature_set: FeatureSet, factor: np.ndarray) -> np.ndarray:
+    if feature_set.features is not None:
+        return factor  # already exact up to the features' rounding
+    return _accurate_sqrt_factor(feature_set.sigma, factor)
 
-    With C = V√W from Σ1 = V W Vᵀ, A Σ2 A = V (Cᵀ Σ2 C) Vᵀ, so its eigenvalues are
-    those of the (rank × rank) symmetric matrix Cᵀ Σ2 C: one symmetric eigensolver
-    with vectors and one without, no complex Schur form (what sqrtm does).
+
+# The trace route is used when its error bound is below this share of the value (1000x inside 1e-6).
+_FAST_ROUTE_BOUND = 1e-9
+
+
+def _trace_route(factor1: np.ndarray, sigma2: np.ndarray, rest: float) -> tuple[float, float]:
+    """tr Σ1 + tr Σ2 − 2 Σ√ν (ν: eigenvalues of C1ᵀ Σ2 C1) + ``rest``, and a bound on its rounding error.
+
+    One symmetric eigensolver without vectors: the fast route. Each ν is off by up
+    to δ = r·ε·νmax, so √ν by δ/(√ν + √δ); the sum of traces adds ε per term.
     """
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1), len(mu1)):
-        raise ValueError(
-            f"shapes do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
-        )
-    if np.array_equal(mu1, mu2) and np.array_equal(sigma1, sigma2):
-        return 0.0  # exactly; rounding in the eigensolvers would otherwise leave ±1e-12
-    return _frechet_with_factor(mu1, sigma1, _sqrt_factor(sigma1), mu2, sigma2)
+    gram = factor1.T @ sigma2 @ factor1
+    nu = linalg.eigvalsh((gram + gram.T) / 2, driver="evd") if gram.size else np.zeros(0)
+    delta = len(nu) * _EPS * max(float(nu.max(initial=0.0)), 0.0)
+    nu = np.clip(nu, 0.0, None)
+    traces = float(np.einsum("ij,ij->", factor1, factor1)) + float(np.trace(sigma2))
+    value = rest + traces - 2 * float(np.sqrt(nu).sum())
+    bound = 4 * _EPS * (traces + rest) + 2 * float(np.sum(delta / (np.sqrt(nu) + math.sqrt(delta) + 1e-300)))
+    return value, bound
 
 
-def _frechet_with_factor(
-    mu1: np.ndarray, sigma1: np.ndarray, factor1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+def _procrustes_route(factor1: np.ndarray, factor2: np.ndarray) -> float:
+    """min over orthogonal U of ‖C1 − C2·U‖²: the Bures term as a sum of squares (no cancellation).
+
+    U comes from the SVD of C1ᵀC2 (P S Qᵀ: tr S is the nuclear norm, i.e.
+    tr √(Σ1^½ Σ2 Σ1^½)), then one Newton step for the polar factor in the rotated
+    coordinates, solved in closed form and applied as a Cayley rotation: it removes
+    the rotation error the SVD makes among small singular values when the others are
+    orders of magnitude larger.
+    """
+    rank = max(factor1.shape[1], factor2.shape[1])
+    c1 = np.pad(factor1, ((0, 0), (0, rank - factor1.shape[1])))
+    c2 = np.pad(factor2, ((0, 0), (0, rank - factor2.shape[1])))
+    p, _, qt = linalg.svd(c1.T @ c2, lapack_driver="gesdd")
+    a, b = c1 @ p, c2 @ qt.T
+    h = a.T @ b  # symmetric PSD at the optimum
+    diagonal = np.diag(h)
+    denominator = diagonal[:, None] + diagonal[None, :]
+    skew = np.divide(h.T - h, denominator, out=np.zeros_like(h), where=denominator > 0)
+    eye = np.eye(rank)
+    rotation = linalg.solve(eye - skew / 2, eye + skew / 2)
+    residual = a - b @ rotation
+    return float(np.einsum("ij,ij->", residual, residual))
+
+
+def _frechet(
+    mu1: np.ndarray,
+    sigma1: np.ndarray,
+    factor1: np.ndarray,
+    mu2: np.ndarray,
+    sigma2: np.ndarray,
+    accurate_factors: Callable[[], tuple[np.ndarray, np.ndarray]],
 ) -> float:
-    trace_sqrt = _trace_sqrt(factor1.T @ sigma2 @ factor1)
+    """The trace route when its error bound allows, else the Procrustes route on accurate factors."""
     diff = mu1 - mu2
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
-    return max(value, 0.0)
+    squared_mean = float(diff @ diff)
+    if np.array_equal(sigma1, sigma2):
+        return squared_mean  # the Bures term of equal covariances is exactly 0
+    value, bound = _trace_route(factor1, sigma2, squared_mean)
+    if value > 0 and bound <= _FAST_ROUTE_BOUND * value:
+        return value
+    return squared_mean + _procrustes_route(*accurate_factors())
+
+
+def _ordered(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    """True when (a, b) is the canonical order: the result is then bitwise the same for fid(b, a)."""
+    return (a[1].tobytes(), a[0].tobytes()) <= (b[1].tobytes(), b[0].tobytes())
+
+
+def frechet_distance(mu1: object, sigma1: object, mu2: object, sigma2: object) -> float:
+    """‖μ1−μ2‖² + tr Σ1 + tr Σ2 − 2 tr √(Σ1^½ Σ2 Σ1^½), float64, symmetric in its arguments, never negative.
+
+    The cheap trace route (one eigensolver with vectors, one without) is used when its
+    rounding-error bound is below 1e-9 of the value; otherwise, for close sets or
+    ill-conditioned covariances where the traces cancel, the value is the sum of
+    squares ‖μ1−μ2‖² + min_U ‖C1 − C2 U‖² (``_procrustes_route``). Arguments are put
+    in a canonical order first, so swapping them gives the identical float.
+    """
+    m1, s1 = as_gaussian(mu1, sigma1)
+    m2, s2 = as_gaussian(mu2, sigma2)
+    if m1.ndim != 1 or m1.shape != m2.shape or s1.shape != s2.shape or s1.shape != (len(m1), len(m1)):
+        raise ValueError(f"shapes do not match: mu {m1.shape} vs {m2.shape}, sigma {s1.shape} vs {s2.shape}")
+    for sigma in (s1, s2):
+        problem = covariance_problem(sigma)
+        if problem is not None:
+            raise ValueError(f"sigma {problem}")
+    if not _ordered((m1, s1), (m2, s2)):
+        m1, s1, m2, s2 = m2, s2, m1, s1
+    f1 = _sqrt_factor(s1)
+    return _frechet(
+        m1,
+        s1,
+        f1,
+        m2,
+        s2,
+        lambda: (_accurate_sqrt_factor(s1, f1), _accurate_sqrt_factor(s2, _sqrt_factor(s2))),
+    )
 
 
 def frechet_distance_of_sets(a: FeatureSet, b: FeatureSet) -> float:
-    """``frechet_distance`` of two sets, cheaper when one has no more samples than dimensions.
+    """``frechet_distance`` of two sets; a set with per-image features is factored from its samples.
 
-    That set's factor then comes from an SVD of its samples instead of its d×d
-    covariance: the same value to ~1e-8 relative, the precision any route has at N < d.
+    That factor is exact up to the features' rounding, also for N < d, and cheaper
+    than an eigendecomposition of Σ when N <= d. Symmetric like ``frechet_distance``.
     """
-    if np.array_equal(a.mu, b.mu) and np.array_equal(a.sigma, b.sigma):
-        return 0.0
-    for first, second in ((a, b), (b, a)):
-        if first.features is not None and first.n is not None and first.n <= first.dim:
-            factor = _sqrt_factor_of_samples(first.features)
-            return _frechet_with_factor(first.mu, first.sigma, factor, second.mu, second.sigma)
-    return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+    if not _ordered((a.mu, a.sigma), (b.mu, b.sigma)):
+        a, b = b, a
+    fa = _factor_of(a)
+    return _frechet(
+        a.mu,
+        a.sigma,
+        fa,
+        b.mu,
+        b.sigma,
+        lambda: (_accurate_factor_of(a, fa), _accurate_factor_of(b, _factor_of(b))),
+    )
 
 
 def fid_infinity(
@@ -163,11 +354,9 @@ def fid_infinity(
 
     Subset sizes run from N/10 to N in ``n_points`` steps (the paper's 5,000..50,000
     for N = 50,000). Returns (FID∞, sizes, FIDs at those sizes). The reference
-    factor is computed once; each subset's trace term uses the (size × size) Gram
-    matrix of its centred features, which has the same non-zero eigenvalues as
-    Cᵀ Σ_gen C when the subset is smaller than the feature dimension (``ref_factor``,
-    if given, is that C: any matrix with C·Cᵀ = Σ_ref). Being an
-    extrapolation, the value can fall slightly below 0 for matching distributions.
+    factor (``ref_factor``, if given: any C with C·Cᵀ = Σ_ref) is computed once;
+    each subset is factored from its samples, as in ``frechet_distance_of_sets``.
+    Being an extrapolation, the value can fall slightly below 0 for matching distributions.
     """
     gen_features = np.asarray(gen_features, dtype=np.float64)
     n = len(gen_features)
@@ -176,20 +365,21 @@ def fid_infinity(
         raise ValueError(
             f"FID∞ needs at least 3 distinct subset sizes; {n} generated images give {len(sizes)}"
         )
-    factor = _sqrt_factor(np.asarray(ref_sigma, dtype=np.float64)) if ref_factor is None else ref_factor
-    ref_mu = np.asarray(ref_mu, dtype=np.float64)
-    ref_trace = float(np.trace(ref_sigma))
+    ref_mu, ref_sigma = as_gaussian(ref_mu, ref_sigma)
+    factor = _sqrt_factor(ref_sigma) if ref_factor is None else ref_factor
     rng = np.random.default_rng(seed)
     fids = np.empty(len(sizes))
     for i, size in enumerate(sizes):
         subset = gen_features[rng.permutation(n)[:size]]
-        mu = subset.mean(axis=0)
-        centred = (subset - mu) / math.sqrt(size - 1)  # centredᵀ·centred is the subset's covariance
-        projected = centred @ factor
-        small = projected @ projected.T if size < factor.shape[1] else projected.T @ projected
-        diff = mu - ref_mu
-        value = diff @ diff + ref_trace + float((centred * centred).sum()) - 2 * _trace_sqrt(small)
-        fids[i] = max(value, 0.0)
+        mu, sigma = mean_and_covariance(subset)
+        fids[i] = _frechet(
+            ref_mu,
+            ref_sigma,
+            factor,
+            mu,
+            sigma,
+            lambda subset=subset: (factor, _sqrt_factor_of_samples(subset)),
+        )
     _slope, intercept = np.polyfit(1.0 / sizes, fids, 1)
     return float(intercept), sizes, fids
 
@@ -385,10 +575,11 @@ def _signature(metric: str, origin: str, gen: FeatureSet, ref: FeatureSet | None
     return f"{metric}|{origin}|n_gen:{_n(gen.n)}{ref_part}{extra}"
 
 
-def _counts(gen: FeatureSet, ref: FeatureSet | None) -> dict[str, float]:
-    counts = {"n_generated": float(gen.n) if gen.n is not None else math.nan}
+def _counts(gen: FeatureSet, ref: FeatureSet | None) -> dict[str, float | None]:
+    """Image counts for Score details; None (strict JSON) where statistics do not record their count."""
+    counts: dict[str, float | None] = {"n_generated": None if gen.n is None else float(gen.n)}
     if ref is not None:
-        counts["n_reference"] = float(ref.n) if ref.n is not None else math.nan
+        counts["n_reference"] = None if ref.n is None else float(ref.n)
     return counts
 
 
