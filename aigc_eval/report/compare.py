@@ -18,6 +18,7 @@ from aigc_eval.compare import (
     MetricComparison,
 )
 from aigc_eval.report.tables import format_score
+from aigc_eval.results import finite_or_none
 
 MARKERS = {
     REGRESSION: "**REGRESSION**",
@@ -227,14 +228,4 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
     data["rules"] = [rule.model_dump(mode="json") for rule in comparison.rules]
     data["has_regression"] = comparison.has_regression
     data["summary"] = headline(comparison).replace("**", "")
-    return _finite(data)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    return finite_or_none(data)

@@ -33,7 +33,7 @@ from aigc_eval.report.tables import (
     score_decimals,
 )
 from aigc_eval.report.templates import CSS, JS
-from aigc_eval.results import SAMPLES_FILE, load_results, read_jsonl, write_atomic
+from aigc_eval.results import SAMPLES_FILE, finite_or_none, load_results, read_jsonl, write_atomic
 
 REPORT_FILE = "report.html"
 MAX_SAMPLES = 1000  # per task embedded in the sample browser: keeps a report small enough to attach
@@ -131,7 +131,7 @@ def esc(value: Any) -> str:
 
 def script_json(value: Any) -> str:
     """JSON that cannot end its <script> element: '<', '>' and '&' become \\u escapes."""
-    text = json.dumps(finite(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(finite_or_none(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return (
         text.replace("<", "\\u003c")
         .replace(">", "\\u003e")
@@ -139,17 +139,6 @@ def script_json(value: Any) -> str:
         .replace("\u2028", "\\u2028")
         .replace("\u2029", "\\u2029")
     )
-
-
-def finite(value: Any) -> Any:
-    """NaN and infinities become null, which JSON.parse accepts."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
 
 
 def page(title: str, header: str, nav: Sequence[tuple[str, str]], body: str, data: Any | None = None) -> str:
