@@ -386,6 +386,22 @@ def test_leaderboard_latest_history_and_data_versions(tmp_path: Path) -> None:
     assert page.count('<svg class="sparkline"') >= 1
 
 
+def test_leaderboard_keeps_a_sampling_rows_batch_size_apart(tmp_path: Path) -> None:
+    """Seeds are per batch: a sampling row at another batch size made other text; a greedy one did not."""
+    data, runs = write_data(tmp_path / "data.jsonl"), tmp_path / "runs"
+    sampling = {"sampler": {"do_sample": True, "max_new_tokens": 8}}
+    for folder, batch_size in (("a", 8), ("b", 4)):
+        run = make_run(runs / folder, {"greedy": GOOD, "sampler": WORSE}, data, generation=sampling)
+        results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+        for row in results["suite"]["models"]:
+            row["batch_size"] = batch_size
+        (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    table = list(csv.DictReader(io.StringIO(build_leaderboard(runs, "csv"))))
+    settings = {r["model_setting"] for r in table if r["metric"] == "bleu"}
+    assert len([s for s in settings if s.startswith("greedy")]) == 1
+    assert len([s for s in settings if s.startswith("sampler")]) == 2
+
+
 def test_leaderboard_escapes_names(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     rename_row(make_run(runs, {"evil": GOOD}, write_data(tmp_path / "d.jsonl")), "evil", HOSTILE_NAME)

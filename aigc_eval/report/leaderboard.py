@@ -1,7 +1,8 @@
 """The leaderboard: the latest score of every model setting on every task, across all runs in a folder.
 
 A cell is keyed by (model setting, task data, metric output). A model setting is a row's name plus
-everything that decides its generations (path, revision, dtype, decoding), so a changed temperature
+everything that decides its generations (path, revision, dtype, decoding; the batch size of a sampling
+row, whose seeds are per batch), so a changed temperature
 starts a new line instead of continuing an old one. Task data is the task name plus the content hash
 of its file and the number of samples scored: runs on other references or another --limit are never
 mixed into one number or one trend, they get their own table. Each cell keeps its history over runs
@@ -37,7 +38,16 @@ from aigc_eval.results import RESULTS_FILE, load_results
 
 Format = Literal["html", "md", "csv"]
 _BLOCKS = "▁▂▃▄▅▆▇█"
-_NOT_IN_SETTING = ("name", "batch_size", "device")  # they do not change what a row generates
+_NOT_IN_SETTING = ("name", "device")  # they do not change what a row generates
+
+
+def _setting(config: dict[str, Any]) -> dict[str, Any]:
+    """What decides a row's generations. Sampling seeds each batch, so a sampling row's batch size
+    changes its text; greedy and beam outputs do not depend on it."""
+    sampling = bool((config.get("generation") or {}).get("do_sample"))
+    return {k: v for k, v in config.items() if k not in _NOT_IN_SETTING and (sampling or k != "batch_size")}
+
+
 _MARKDOWN = str.maketrans(
     {c: f"\\{c}" for c in "|\\*`[]"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "}
 )
@@ -142,7 +152,7 @@ def collect(runs_dir: Path) -> Leaderboard:
         configs = {m["name"]: m for m in run.results["suite"].get("models", [])}
         for entry in run.results["results"]:
             name = entry["model"]
-            config = {k: v for k, v in configs.get(name, {}).items() if k not in _NOT_IN_SETTING}
+            config = _setting(configs.get(name, {}))
             digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
             setting = keys.setdefault((name, digest), f"{name}#{digest[:8]}")
             details.setdefault(setting, config)
