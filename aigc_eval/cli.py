@@ -49,8 +49,8 @@ from aigc_eval.errors import (
 if TYPE_CHECKING:
     import pandas as pd
 
-# (description, total) -> advance(n): what the runner and the score command report progress to.
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
+    from aigc_eval.runner import ProgressFactory
+
 PROGRESS_INTERVAL_ENV = "AIGC_EVAL_PROGRESS_INTERVAL"
 INTERNAL_ERROR_LOG = "internal-error.log"
 

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from aigc_eval.backends.base import CONTEXT_KEYS
 from aigc_eval.config import MetricSpec, ModelRow, Suite
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.registry import MODEL_METRICS
@@ -44,7 +45,7 @@ def context_length(folder: Path) -> int | None:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    for key in ("n_positions", "max_position_embeddings"):
+    for key in CONTEXT_KEYS:
         value = config.get(key)
         if isinstance(value, int) and value > 0:
             return value

@@ -7,6 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# Where a transformers config states the context length, in order of preference.
+CONTEXT_KEYS = ("n_positions", "max_position_embeddings")
+
 
 @dataclass(frozen=True)
 class GenerationSettings:

@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
 
-from aigc_eval.backends.base import BatchCallback, GenerationSettings, TokenLogLikelihood
+from aigc_eval.backends.base import CONTEXT_KEYS, BatchCallback, GenerationSettings, TokenLogLikelihood
 from aigc_eval.errors import UserError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -370,7 +370,7 @@ class HFBackend:
 
     def context_length(self) -> int | None:
         config = self.model.config
-        return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+        return next((v for v in (getattr(config, k, None) for k in CONTEXT_KEYS) if v), None)
 
     def loglikelihood(
         self,
