@@ -49,10 +49,11 @@ from aigc_eval.errors import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from aigc_eval.runner import ProgressFactory
+    from aigc_eval.api import Run
+    from aigc_eval.execute import ProgressFactory
+    from aigc_eval.record import ScoreRecord
 
 PROGRESS_INTERVAL_ENV = "AIGC_EVAL_PROGRESS_INTERVAL"
-INTERNAL_ERROR_LOG = "internal-error.log"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,6 +128,21 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format", choices=["html", "md", "csv"], help="default: from -o's suffix, else html"
     )
+
+    check = commands.add_parser(
+        "check-backends",
+        help="do two model rows agree? greedy outputs, reference NLL and metrics side by side",
+    )
+    check.add_argument("suite", help="suite YAML file holding both rows")
+    check.add_argument("--rows", required=True, metavar="A,B", help="the two model rows to compare")
+    check.add_argument("--limit", type=int, help="only the first N examples of each text task")
+    check.add_argument(
+        "--min-exact-match", type=float, default=1.0, help="exit 1 below this fraction of equal outputs (1.0)"
+    )
+    check.add_argument("--max-nll-diff", type=float, help="exit 1 when a text's NLL differs by more (nats)")
+    check.add_argument("--n-trials", type=int, help="paired AR trials (default: the suite's regression)")
+    check.add_argument("--show", type=int, default=5, help="mismatches printed (all are in --json)")
+    check.add_argument("--json", dest="json_file", metavar="FILE", help="write the full report as JSON here")
     return parser
 
 
@@ -185,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "stats":
             return _stats(args)
+        if args.command == "check-backends":
+            return _check_backends(args)
         return _score(args)
     except UserError as error:
         print(f"aigc-eval: error: {error}", file=sys.stderr)
@@ -217,8 +235,10 @@ def _internal_error(error: Exception, argv: list[str], suite: str | None) -> int
 
 def _save_error_log(text: str, run_dir: Path | None) -> Path | None:
     """``internal-error.log`` in the run folder, else a timestamped file in the temp folder."""
+    from aigc_eval.run_folder import RunFolder
+
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidates = [run_dir / INTERNAL_ERROR_LOG] if run_dir is not None else []
+    candidates = [RunFolder(run_dir).error_log] if run_dir is not None else []
     candidates.append(Path(tempfile.gettempdir()) / f"aigc-eval-internal-error-{stamp}-{os.getpid()}.log")
     for path in candidates:
         try:
@@ -345,17 +365,14 @@ def _progress(quiet: bool) -> Iterator[ProgressFactory]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import aigc_eval
     from aigc_eval.report.tables import task_tables
-    from aigc_eval.results import load_results
-    from aigc_eval.runner import run_suite
 
-    if args.limit is not None and args.limit < 1:
-        raise UserError("--limit must be a positive number of examples")
-    if args.baseline:
-        load_results(args.baseline)  # a bad baseline fails before any generation
+    # A bad baseline fails before any generation; the loaded run is compared later without a re-read.
+    baseline = aigc_eval.load_run(args.baseline) if args.baseline else None
     _quiet_libraries()
     with _progress(args.quiet) as progress:
-        run_dir = run_suite(
+        run = aigc_eval.run(
             args.suite,
             output_dir=args.output_dir,
             device=args.device,
@@ -364,20 +381,37 @@ def _run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     if not args.quiet:
-        for task, table in task_tables(load_results(run_dir)).items():
+        for task, table in task_tables(run.record).items():
             _print_table(task, table)
-    print(f"wrote {run_dir}")
-    if args.baseline:
+    print(f"wrote {run.path}")
+    if baseline is not None:
         for flag, name in (("markdown", "compare.md"), ("junit", "junit.xml"), ("json_file", "compare.json")):
             if getattr(args, flag) is None:
-                setattr(args, flag, str(run_dir / name))
-        return _compare(args.baseline, run_dir, args)
+                setattr(args, flag, str(run.path / name))
+        return _compare(baseline, run, args)
     return EXIT_OK
 
 
+def _check_backends(args: argparse.Namespace) -> int:
+    """Exit 1 when the rows agree less than the thresholds ask (``aigc_eval.agreement``)."""
+    from aigc_eval.agreement import check_backends, format_agreement
+    from aigc_eval.files import write_atomic
+
+    _quiet_libraries()
+    rows = [name.strip() for name in args.rows.split(",")]
+    agreement = check_backends(
+        args.suite, rows, args.limit, args.min_exact_match, args.max_nll_diff, args.n_trials
+    )
+    print(format_agreement(agreement, args.show))
+    if args.json_file:
+        write_atomic(Path(args.json_file), json.dumps(agreement.to_dict(), indent=2, ensure_ascii=False))
+        print(f"wrote {args.json_file}")
+    return EXIT_OK if agreement.passed else EXIT_REGRESSION
+
+
 def _report(args: argparse.Namespace) -> int:
+    from aigc_eval.files import write_atomic
     from aigc_eval.report.leaderboard import build_leaderboard
-    from aigc_eval.results import write_atomic
 
     suffix_format = (
         {".md": "md", ".csv": "csv"}.get(Path(args.output).suffix, "html") if args.output else "html"
@@ -396,13 +430,16 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _compare(baseline: str | Path, current: str | Path, args: argparse.Namespace) -> int:
-    from aigc_eval.compare import compare_runs, parse_pair, suite_regression, with_overrides
+def _compare(baseline: str | Path | Run, current: str | Path | Run, args: argparse.Namespace) -> int:
+    import aigc_eval
+    from aigc_eval.files import write_atomic, write_json
+    from aigc_eval.gate import parse_pair
     from aigc_eval.report.compare import to_json, to_junit_xml, to_markdown
-    from aigc_eval.results import write_atomic, write_json
 
-    rules = with_overrides(
-        suite_regression(current),
+    comparison = aigc_eval.compare(
+        baseline,
+        current,
+        pairs=[parse_pair(p) for p in args.pair] or None,
         alpha=args.alpha,
         test=args.test,
         n_trials=args.n_trials,
@@ -410,7 +447,6 @@ def _compare(baseline: str | Path, current: str | Path, args: argparse.Namespace
         correction=args.correction,
         min_deltas=args.min_delta,
     )
-    comparison = compare_runs(baseline, current, rules, [parse_pair(p) for p in args.pair] or None)
     markdown = to_markdown(comparison)
     if args.markdown:
         write_atomic(Path(args.markdown), markdown)
@@ -465,20 +501,20 @@ def _column_groups(first: int, widths: list[int], limit: int) -> list[list[int]]
     return groups
 
 
-def _print_scores(out: dict[str, dict[str, object]], as_json: bool) -> None:
-    """``--json``: strict JSON (``Score.to_dict`` made undefined values null), else aligned lines."""
+def _print_scores(scores: dict[str, ScoreRecord], as_json: bool) -> None:
+    """``--json``: strict JSON (undefined values are null, with the reason), else aligned lines."""
     if as_json:
+        out = {name: score.model_dump(mode="json") for name, score in scores.items()}  # as in results.json
         print(json.dumps(out, ensure_ascii=False, indent=2, allow_nan=False))
         return
-    width = max(map(len, out))
-    for key, value in out.items():
-        score = value["score"]
-        if score is None:
-            print(f"{key:<{width}}  n/a ({value.get('score_unavailable')})  {value['signature']}")
+    width = max(map(len, scores))
+    for key, score in scores.items():
+        if score.score is None:
+            print(f"{key:<{width}}  n/a ({score.score_unavailable})  {score.signature}")
             continue
-        half = value["ci"].get("half_width") if "ci" in value else None  # type: ignore[attr-defined]
+        half = score.ci.half_width if score.ci is not None else None
         ci = f" ± {half:.4f}" if half is not None else ""
-        print(f"{key:<{width}}  {score:.4f}{ci}  {value['signature']}")
+        print(f"{key:<{width}}  {score.score:.4f}{ci}  {score.signature}")
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -511,61 +547,50 @@ def _score_images(args: argparse.Namespace) -> int:
         backbone_path=args.backbone_path,
         device=args.device,
         skip_corrupt=args.skip_corrupt,
-    )
-    _print_scores({name: score.to_dict() for name, score in scores.items()}, args.json)
+    ).scores
+    _print_scores({name: score.to_record() for name, score in scores.items()}, args.json)
     return EXIT_OK
 
 
 def _score(args: argparse.Namespace) -> int:
-    from aigc_eval.config import IMAGE_METRICS
+    import aigc_eval
     from aigc_eval.data import aligned_references, read_lines
-    from aigc_eval.metrics.registry import MODEL_METRICS, build_metric, metric_names
-    from aigc_eval.metrics.tokenize import language_option
-    from aigc_eval.scoring import aggregate_with_intervals, resample_count
+    from aigc_eval.metrics.registry import metrics
 
-    args.lang = language_option(args.lang, "--lang")
-    images = [m for m in args.metric if m in IMAGE_METRICS]
+    classes = {name: metrics.get(name, where="--metric") for name in args.metric}  # unknown: lists all
+    images = [name for name, cls in classes.items() if not cls.paired]
     if images:
         if len(images) != len(args.metric):
             raise UserError("score image metrics and text metrics in separate calls")
         return _score_images(args)
-    unknown = [m for m in args.metric if m not in metric_names()]
-    if unknown:
-        known = ", ".join([*metric_names(), *IMAGE_METRICS])
-        raise UserError(f"--metric {unknown[0]}: unknown metric; known metrics: {known}")
     if not args.predictions:
         raise UserError("text metrics need --predictions FILE (one prediction per line)")
     predictions = read_lines(Path(args.predictions), "predictions file")
-    text_metrics = [m for m in args.metric if m not in MODEL_METRICS]
+    text_metrics = [name for name, cls in classes.items() if not cls.needs_scorer]
     if text_metrics and not args.references:
         raise UserError(f"--metric {text_metrics[0]} needs --references FILE")
     references = aligned_references(
         [read_lines(Path(f), "references file") for f in args.references], len(predictions), args.references
     )
-    scorer = None
-    if any(m in MODEL_METRICS for m in args.metric):
+    if any(cls.needs_scorer for cls in classes.values()):
         if not args.model:
             raise UserError("--metric perplexity needs --model PATH (a local model folder or hub id)")
-        from aigc_eval.backends import create_backend
-
         _quiet_libraries()
-        scorer = create_backend("hf", path=args.model, device=args.device, dtype="float32")
-    out: dict[str, dict[str, object]] = {}
-    n_resamples = 1000 if args.confidence else 0
+    scores: dict[str, ScoreRecord] = {}
     with _progress(args.quiet) as progress:
         for name in args.metric:
-            metric = build_metric(name, lang=args.lang, scorer=scorer)
-            try:
-                computed = progress(f"{name}: sample statistics of {len(predictions)} lines", 1)
-                stats = metric.sample_stats(predictions, references or [[""]] * len(predictions))
-                computed(1)
-                total = resample_count(metric, stats, n_resamples)
-                resampled = progress(f"{name}: bootstrap", total) if total else None
-                scores = aggregate_with_intervals(
-                    metric, stats, n_resamples, seed=args.seed, progress=resampled
+            scores.update(
+                aigc_eval.score(
+                    name,
+                    predictions,
+                    references or None,
+                    lang=args.lang,
+                    model=args.model,
+                    device=args.device,
+                    n_resamples=1000 if args.confidence else 0,
+                    seed=args.seed,
+                    progress=progress,
                 )
-            except ValueError as error:
-                raise UserError(f"--metric {name}: {error}") from None
-            out.update({key: score.to_dict() for key, score in scores.items()})
-    _print_scores(out, args.json)
+            )
+    _print_scores(scores, args.json)
     return EXIT_OK

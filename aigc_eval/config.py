@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import (
@@ -18,23 +19,22 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
+    SerializeAsAny,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from aigc_eval.backends.base import GenerationSettings
 from aigc_eval.errors import UserError
-from aigc_eval.features import BACKBONE_NAMES
-from aigc_eval.metrics.registry import metric_names, options_model, output_names
+from aigc_eval.features import backbones
+from aigc_eval.metrics.registry import metric_class, metric_names, metrics, options_model, output_names
 from aigc_eval.metrics.tokenize import normalize_lang
 
 # Suite, row and task names become folder and file names in the run folder: no separators, no `..`.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SAFE_NAME_RULE = "must start with a letter or digit and hold only letters, digits and . _ + -"
-
-# aigc_eval.features' backbone names, kept here so validating a suite does not import torch
-# (tests/test_preflight.py checks that the two lists agree).
 
 
 def _safe_name(value: str) -> str:
@@ -50,71 +50,108 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Generation(_Strict):
-    max_new_tokens: int = Field(64, ge=1)
-    num_beams: int = Field(1, ge=1)
-    do_sample: bool = False
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(50, ge=0)
-    repetition_penalty: float = Field(1.0, gt=0)
-    early_stopping: bool = False
-    seed: int = 0
-    stop: list[str] = Field(default_factory=list)
+def looks_like_path(value: str) -> bool:
+    """Written as a path (``./m``, ``/m``, ``~/m``, ``a/b/c``), not a hub id (``name``, ``org/name``)."""
+    return value.startswith((".", "/", "~")) or value.count("/") > 1
 
-    def settings(self) -> GenerationSettings:
-        return GenerationSettings(**{**self.model_dump(), "stop": tuple(self.stop)})
+
+def local_path(value: str, base_dir: Path) -> Path:
+    """Where a relative path in the suite points: against the suite's folder, ``~`` expanded."""
+    return base_dir / Path(value).expanduser()
+
+
+def _known_device(value: str) -> str:
+    if value not in ("auto", "cpu", "mps", "cuda") and not value.startswith("cuda:"):
+        raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+    return value
+
+
+# A torch device setting (``files.resolve_device`` turns it into a device when a model loads).
+Device = Annotated[str, AfterValidator(_known_device)]
 
 
 class ModelRow(_Strict):
-    """One row of the comparison: a model plus its decoding settings, and/or the images it made.
+    """One row of the comparison: the fields every backend's row has.
 
-    ``backend: images`` rows are image generators evaluated from folders they wrote: they need
-    no ``path`` and take part in image tasks only.
+    Each backend declares its own row model (a subclass with ``backend: Literal[name]`` and its
+    options, e.g. ``backends.hf.HFRow``); a suite's ``models[i]`` is validated by the model of the
+    backend it names (``parse_row``). ``images`` names the images a row made, per image task.
     """
 
     name: SafeName
-    backend: Literal["hf", "images"] = "hf"
-    path: str | None = None
+    backend: str
     images: dict[str, str] = Field(default_factory=dict)  # image task name -> generated images
-    revision: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
-    batch_size: int = Field(8, ge=1)
-    trust_remote_code: bool = False
-    chat: bool = False
-    system: str | None = None
-    # PyTorch's fused tanh-GELU for GPT-2-style activations: same function up to float rounding.
-    fused_activations: bool = True
-    generation: Generation = Field(default_factory=Generation)
 
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        if value not in ("auto", "cpu", "mps", "cuda") and not value.startswith("cuda:"):
-            raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
-        return value
-
-    @model_validator(mode="after")
-    def _path_for_models(self) -> ModelRow:
-        if self.backend == "hf" and self.path is None:
-            raise ValueError("path: required for backend hf (a local model folder or a hub id)")
-        return self
+    # Options naming a file or folder, resolved against the suite's folder (``with_paths``).
+    path_fields: ClassVar[tuple[str, ...]] = ()
+    # Options that change what a row generates or scores but not the loaded model.
+    per_call_fields: ClassVar[frozenset[str]] = frozenset({"name", "images", "generation"})
 
     def load_key(self) -> tuple[Any, ...]:
-        """Rows with the same key share one loaded model."""
-        return (
-            self.backend,
-            self.path,
-            self.revision,
-            self.dtype,
-            self.device,
-            self.trust_remote_code,
-            self.fused_activations,
-        )
+        """Rows with the same key share one loaded backend: every option but the per-call ones.
+
+        A backend holds its row's options (batch size, chat template), so rows differing in any of
+        them get their own backend; rows differing only in decoding settings share one.
+        """
+        options = self.model_dump(mode="json", exclude=set(self.per_call_fields))
+        return (self.backend, json.dumps(options, sort_keys=True))
+
+    def hash_form(self) -> dict[str, Any]:
+        """This row as ``Suite.config_hash`` hashes it (its JSON dump)."""
+        return self.model_dump(mode="json")
+
+    def with_paths(self, resolve: Callable[[str], str]) -> Self:
+        """A copy with every path option and image folder passed through ``resolve``."""
+        update: dict[str, Any] = {"images": {task: resolve(p) for task, p in self.images.items()}}
+        for name in self.path_fields:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                update[name] = resolve(value)
+        return self.model_copy(update=update)
 
 
-IMAGE_METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "cmmd", "fid_inf")
+def _row_from_registry(value: Any) -> ModelRow:
+    """Validate ``models[i]`` with the options model of the backend it names (default ``hf``), so a
+    third-party backend's own options are checked as strictly as the built-in ones."""
+    from aigc_eval.backends import DEFAULT_BACKEND, backends
+
+    if isinstance(value, ModelRow):
+        return value
+    kind = value.get("backend", DEFAULT_BACKEND) if isinstance(value, dict) else DEFAULT_BACKEND
+    if not isinstance(kind, str) or kind not in backends.names():
+        raise ValueError(f"backend: unknown backend {kind!r}; known backends: {', '.join(backends.names())}")
+    options = backends.get(kind).Options
+    if not (isinstance(options, type) and issubclass(options, ModelRow)):
+        raise TypeError(f"backend plug-in {kind!r}: its Options must subclass aigc_eval.config.ModelRow")
+    return options.model_validate(value)
+
+
+# A suite's ``models[i]``: dispatched on ``backend``, dumped as the backend's own row model.
+AnyModelRow = SerializeAsAny[Annotated[ModelRow, PlainValidator(_row_from_registry)]]
+_ROW_ADAPTER: TypeAdapter[ModelRow] = TypeAdapter(AnyModelRow)
+
+
+def parse_row(data: Any, source: str = "<row>") -> ModelRow:
+    """One model row outside a suite (a scoring model, the ``score`` CLI's ``--model``), validated
+    as ``models[i]`` is; errors name ``source`` and the option."""
+    try:
+        return _ROW_ADAPTER.validate_python(data)
+    except ValidationError as error:
+        raise UserError(_format_errors(source, error)) from None
+
+
+def _backbone(name: str) -> str:
+    if name not in backbones:
+        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(backbones.names())}")
+    return name
+
+
+def _image_metric(name: str) -> str:
+    """A registered metric over per-image rows (``paired = False``): FID, KID, a plug-in's..."""
+    if name not in metrics or metric_class(name).paired:
+        known = [m for m in metric_names() if not metric_class(m).paired]
+        raise ValueError(f"{name!r} is not an image metric; image metrics: {', '.join(known)}")
+    return name
 
 
 class Task(_Strict):
@@ -126,9 +163,9 @@ class Task(_Strict):
     data: str | None = None
     # Image tasks: the reference set (folder, list file or .npz statistics) and how to score it.
     reference: str | None = None
-    backbone: Literal[BACKBONE_NAMES] = "inception-v3-tf"  # type: ignore[valid-type]
+    backbone: Annotated[str, AfterValidator(_backbone)] = "inception-v3-tf"
     backbone_path: str | None = None
-    image_metrics: list[Literal[IMAGE_METRICS]] = Field(  # type: ignore[valid-type]
+    image_metrics: list[Annotated[str, AfterValidator(_image_metric)]] = Field(
         default_factory=lambda: ["fid", "kid"], min_length=1
     )
     skip_corrupt: bool = False
@@ -172,17 +209,16 @@ class MetricSpec(_Strict):
 
     @model_validator(mode="after")
     def _known_metric(self) -> MetricSpec:
-        if self.name not in metric_names():
-            raise ValueError(f"unknown metric {self.name!r}; known metrics: {', '.join(metric_names())}")
+        text = [m for m in metric_names() if metric_class(m).paired]
+        if self.name not in text:
+            hint = "; image metrics go in an image task's image_metrics" if self.name in metrics else ""
+            raise ValueError(f"unknown metric {self.name!r}; known metrics: {', '.join(text)}{hint}")
         try:
             options_model(self.name).model_validate(self.options)
         except ValidationError as error:
             problems = "; ".join(f"{_key_path(e['loc'])}: {_message(e)}" for e in error.errors())
             raise ValueError(f"{self.name} options: {problems}") from None
         return self
-
-    def label(self) -> str:
-        return self.name
 
 
 class Intervals(_Strict):
@@ -228,7 +264,7 @@ class Suite(_Strict):
     seed: int = 0
     intervals: Intervals = Field(default_factory=Intervals)
     regression: Regression = Field(default_factory=Regression)
-    models: list[ModelRow] = Field(min_length=1)
+    models: list[AnyModelRow] = Field(min_length=1)
     tasks: list[Task] = Field(min_length=1)
     metrics: list[MetricSpec] = Field(min_length=1)
 
@@ -280,7 +316,9 @@ class Suite(_Strict):
         return self
 
     def config_hash(self) -> str:
-        return stable_hash(self.model_dump(mode="json"))
+        """Hash of the whole suite, rows in their ``hash_form``: it names run folders and checks that
+        ``--resume`` continues the same configuration."""
+        return stable_hash({**self.model_dump(mode="json"), "models": [m.hash_form() for m in self.models]})
 
 
 def stable_hash(value: Any) -> str:

@@ -1,48 +1,43 @@
-"""Entry points for image metrics: score a generated set against a reference, save reference statistics.
+"""The image scoring step: load both image sets, extract features (cached), call the image metrics.
 
-Either side may be an image folder, a list file, or an ``.npz`` (pytorch-fid's
-``mu``/``sigma``, or the ``features`` that ``save_stats`` writes). Image sets go
-through one backbone, with features cached on disk; everything after that is a
-pure function in ``aigc_eval.metrics.image``.
+Either side may be an image folder, a list file, or an ``.npz`` (pytorch-fid's ``mu``/``sigma``,
+or the ``features`` that ``save_stats`` writes). Image sets go through one backbone (looked up in
+``aigc_eval.features.backbones``); the metrics are the registered image metrics
+(``aigc_eval.metrics.image.metrics``), built with the reference set and the features' origin in
+their ``MetricContext``.
 
-Every interval records what it is (``kind``), because none of them is a bootstrap confidence
-interval: KID's is ``subset-std`` (mean ± the std of MMD² over ``n_subsets`` random subsets of
-``subset_size``), FID's is ``draws-range`` ([min, max] of FID over ``n_draws`` disjoint draws of
-``draw_size`` generated images). When they cannot mean anything (every KID subset is the whole set,
-draws too small for a full-rank covariance) there is no interval and ``ci_unavailable`` says why.
-
-``ResampledStatistic`` re-evaluates a metric on index sets of a pooled feature matrix for the
-regression gate's permutation test and bootstrap (``aigc_eval.compare``).
+A run folder keeps each image row × task's features (``save_image_features``):
+``features/<row>__<task>.npz`` holds the generated set's per-image features (and logits) as float32
+(as in the feature cache), ``features/<task>__reference.npz`` the reference's, once per task; a
+statistics-only side stores ``mu``/``sigma``. ``stored_image_metrics`` turns them back into the task's
+image metrics with their rows, which is what ``compare`` resamples.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aigc_eval import __version__
 from aigc_eval.errors import UserError
-from aigc_eval.features import BACKBONES, extract_features, get_backbone
-from aigc_eval.features.base import Backbone
-from aigc_eval.features.cache import FeatureCache, save_npz_atomic
-from aigc_eval.images import is_stats_file, load_stats, open_image_set
-from aigc_eval.metrics import image as im
-from aigc_eval.metrics.base import Score
+from aigc_eval.features import backbones, extract_features, get_backbone
+from aigc_eval.features.cache import FeatureCache
+from aigc_eval.files import write_npz_atomic
+from aigc_eval.images import CacheDir, ImageSides, is_stats_file, open_image_set
+from aigc_eval.metrics.base import MetricContext, Score, StoredMetric
+from aigc_eval.metrics.image import FeatureSet, mean_and_covariance
+from aigc_eval.metrics.image.base import ImageMetric
+from aigc_eval.metrics.image.labels import INCEPTION, metric_label
+from aigc_eval.metrics.registry import IMAGE_METRIC_NAMES, build_metric, metrics
+from aigc_eval.record import ImageFeatureFiles, ResultEntry, RunRecord, SkippedImages
+from aigc_eval.run_folder import RunFolder
 
-IMAGE_METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "cmmd", "fid_inf")
-# Metrics that need per-image features on both sides (not just mean/covariance).
-_NEED_FEATURES = frozenset({"kid", "precision", "recall", "density", "coverage", "cmmd"})
-_MANIFOLD = ("precision", "recall", "density", "coverage")
-_WITH_LOGITS = ("efficientnet-lite0",)
-_META_KEYS = ("backbone", "weights_sha256", "preprocessing", "resize")
-
-CacheDir = str | Path | Literal[False] | None
+if TYPE_CHECKING:
+    from aigc_eval.config import Task
 
 
 @dataclass(frozen=True)
@@ -57,324 +52,173 @@ class StatsSummary:
 
 
 @dataclass(frozen=True)
-class ImageScoring:
-    """Scores plus what the run folder keeps of the scoring: both feature sets (for the regression
-    gate's resampling tests), the files skipped as unreadable, and where the backbone ran."""
+class ImageOutcome:
+    """One generated set scored against a reference: scores keyed by their output name
+    (``fd_efficientnet-lite0``), both feature sets (the run folder keeps them for compare), the
+    files skipped as unreadable per side, and where the backbone ran (None: no network ran, both
+    sides were ``.npz`` statistics)."""
 
     scores: dict[str, Score]
-    generated: im.FeatureSet
-    reference: im.FeatureSet | None
-    skipped: dict[str, list[str]] = field(default_factory=dict)  # role -> unreadable files
-    device: str | None = None  # None when no network ran (both sides were .npz statistics)
+    generated: FeatureSet
+    reference: FeatureSet | None
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    device: str | None = None
+    source: str | None = None  # the generated set scored (folder, list file or .npz), as given
 
-    def record(self, run_dir: Path, row: str, task: str, references_kept: set[str]) -> dict[str, object]:
-        """What results.json says about this row × task beyond its scores; saves the features.
-
-        ``references_kept`` collects the tasks whose reference features are already saved.
-        """
-        files = save_image_features(run_dir, row, task, self, write_reference=task not in references_kept)
-        references_kept.add(task)
-        return {
-            "n": self.generated.n,
-            "features": files,
-            "device": self.device,
-            "skipped_images": {
-                role: {"count": len(names), "files": names} for role, names in self.skipped.items()
-            },
-        }
+    def skipped_images(self) -> dict[str, SkippedImages]:
+        """The skipped files per side, as results.json records them."""
+        return {role: SkippedImages(count=len(names), files=names) for role, names in self.skipped.items()}
 
 
-def check_request(metrics: Sequence[str], backbone: str) -> list[str]:
+def image_metric_class(name: str) -> type[ImageMetric]:
+    """The registered image metric ``name``; a user error naming the known ones otherwise."""
+    cls = metrics.get(name) if name in metrics else None
+    if cls is None or not issubclass(cls, ImageMetric):
+        plugins = [n for n in metrics.names() if n not in IMAGE_METRIC_NAMES]
+        known = [*IMAGE_METRIC_NAMES, *(n for n in plugins if issubclass(metrics.get(n), ImageMetric))]
+        raise UserError(f"unknown image metric(s) {name}; known: {', '.join(known)}")
+    return cls
+
+
+def check_request(names: Sequence[str], backbone: str) -> list[str]:
     """The metric list, deduplicated in order; a UserError for unknown names or impossible pairs."""
-    if not metrics:
-        raise UserError(f"no image metric given; choose from {', '.join(IMAGE_METRICS)}")
-    unknown = [m for m in metrics if m not in IMAGE_METRICS]
-    if unknown:
-        raise UserError(f"unknown image metric(s) {', '.join(unknown)}; known: {', '.join(IMAGE_METRICS)}")
-    if backbone not in BACKBONES:
-        raise UserError(f"unknown backbone {backbone!r}; known backbones: {', '.join(BACKBONES)}")
-    if "is" in metrics and backbone not in _WITH_LOGITS:
-        raise UserError(
-            f"metric 'is' needs class logits, which backbone {backbone} does not give (the offline "
-            f"Inception has no logits layer); use --backbone efficientnet-lite0 for an Inception-Score-style "
-            f"score (reported as is_efficientnet-lite0)"
-        )
-    if "cmmd" in metrics and backbone != "clip":
-        raise UserError(
-            "metric 'cmmd' is defined on CLIP embeddings; use --backbone clip --backbone-path DIR"
-        )
-    return list(dict.fromkeys(metrics))
-
-
-class _Sides:
-    """Loads both inputs through one lazily built backbone and one cache."""
-
-    def __init__(
-        self, backbone: str, backbone_path: str | None, device: str, cache_dir: CacheDir, skip_corrupt: bool
-    ) -> None:
-        self.backbone_name = backbone
-        self.backbone_path = backbone_path
-        self.device = device
-        self.cache = None if cache_dir is False else FeatureCache(cache_dir)
-        self.skip_corrupt = skip_corrupt
-        self.backbone: Backbone | None = None
-        self.metas: dict[str, dict[str, str]] = {}
-        self.skipped: dict[str, list[str]] = {}
-
-    def load(self, path: str | Path, role: str) -> im.FeatureSet:
-        if is_stats_file(path):
-            feature_set, meta = load_stats(path)
-            self._check_meta(Path(path), meta)
-            self.metas[role] = meta
-            return feature_set
-        images = open_image_set(path)
-        if self.backbone is None:
-            self.backbone = get_backbone(self.backbone_name, self.backbone_path, self.device)
-        extracted = extract_features(self.backbone, images, self.cache, self.skip_corrupt)
-        self.skipped[role] = [str(f) for f in extracted.skipped]
-        if len(extracted.features) < 2:
+    if not names:
+        raise UserError("no image metric given; choose an image metric such as fid, kid or precision")
+    classes = {name: image_metric_class(name) for name in dict.fromkeys(names)}
+    backbone_class = backbones.get(backbone)
+    for name, cls in classes.items():
+        if cls.rows_from == "logits" and not backbone_class.has_logits:
+            with_logits = [n for n, b in backbones.load_all().items() if b.has_logits]
             raise UserError(
-                f"{path}: {len(extracted.features)} readable image(s); image metrics need at least 2"
+                f"metric {name!r} needs class logits, which backbone {backbone} does not give; use a "
+                f"backbone with logits ({', '.join(with_logits)}), e.g. --backbone efficientnet-lite0 "
+                f"for an Inception-Score-style score (reported as is_efficientnet-lite0)"
             )
-        return im.FeatureSet.from_features(extracted.features, extracted.logits)
+        if cls.backbones and backbone not in cls.backbones:
+            raise UserError(f"metric {name!r} {cls.backbone_rule}")
+    return list(classes)
 
-    def _check_meta(self, path: Path, meta: dict[str, str]) -> None:
-        if not meta:
-            return
-        missing = [key for key in _META_KEYS if key not in meta]
-        if missing:
-            raise UserError(f"{path}: provenance incomplete (no meta_{', meta_'.join(missing)}); rewrite it")
-        if meta.get("backbone") != self.backbone_name:
-            raise UserError(
-                f"{path}: was computed with backbone {meta.get('backbone')}; pass --backbone "
-                f"{meta.get('backbone')} or recompute it with aigc-eval stats --backbone {self.backbone_name}"
-            )
 
-    def origin(self) -> str:
-        """Backbone/weights/resize for signatures; .npz sides must agree with each other and the backbone."""
-        known = [self.backbone.identity] if self.backbone is not None else []
-        for role, meta in self.metas.items():
-            if meta:
-                known.append(f"{meta['backbone']}|weights:{meta['weights_sha256']}|{meta['preprocessing']}")
-            else:
-                warnings.warn(
-                    f"{role} statistics carry no provenance (e.g. from pytorch-fid); they compare only "
-                    f"if made with the same network and resize as the other side",
-                    stacklevel=3,
-                )
-        if len(set(known)) > 1:
-            raise UserError(
-                "the two sides were featurised differently (backbone weights or preprocessing differ): "
-                + " vs ".join(sorted(set(known)))
-                + "; recompute the .npz with aigc-eval stats and the same --backbone/--backbone-path"
-            )
-        if self.backbone is not None:
-            origin = self.backbone.origin
-        else:
-            meta = next((m for m in self.metas.values() if m), None)
-            origin = (
-                f"backbone:{meta['backbone']}|weights:{meta['weights_sha256'][:12]}|resize:{meta['resize']}"
-                if meta
-                else "backbone:unknown|weights:unknown|resize:unknown"
-            )
-        if any(not meta for meta in self.metas.values()):
-            origin += "|stats:external-npz"
-        return origin
+def build_image_metrics(
+    names: Sequence[str], backbone: str, seed: int, reference: FeatureSet | None, origin: str | None
+) -> list[ImageMetric]:
+    """The image metrics of a task, each holding the reference side and the features' origin."""
+    context = MetricContext(reference=reference, origin=origin)
+    built = [build_metric(name, {"backbone": backbone, "seed": seed}, context=context) for name in names]
+    return [metric for metric in built if isinstance(metric, ImageMetric)]
+
+
+def score_feature_sets(gen: FeatureSet, built: Sequence[ImageMetric]) -> dict[str, Score]:
+    """Each metric's score of the generated set with its own interval, keyed by output name."""
+    scores: dict[str, Score] = {}
+    for metric in built:
+        scores.update(metric.with_intervals(metric.score_set(gen), gen))
+    return scores
 
 
 def score_images(
     generated: str | Path,
     reference: str | Path | None,
-    metrics: Sequence[str],
+    metric_names: Sequence[str],
     backbone: str = "inception-v3-tf",
-    backbone_path: str | None = None,
+    backbone_path: str | Path | None = None,
     device: str = "auto",
     cache_dir: CacheDir = None,
     skip_corrupt: bool = False,
     seed: int = 0,
-) -> dict[str, Score]:
-    """Scores keyed by metric name (``fid``, ``kid`` (details ``std``), ``is``, ``precision``, ...).
+) -> ImageOutcome:
+    """Score a generated set against a reference with the named image metrics (``fid``, ``kid``...).
 
-    ``reference`` may be None when only ``is`` is asked for. ``cache_dir`` None is
-    the default cache folder, False disables the cache. ``seed`` drives KID's
-    subsets and FID∞'s subsamples.
+    ``reference`` may be None when only metrics without a reference (``is``) are asked for.
+    ``cache_dir`` None is the default cache folder, False disables the cache. ``seed`` drives KID's
+    subsets, FID∞'s subsamples and FID's draws. Each score carries its own interval (or the reason
+    it has none in ``ci_unavailable``).
     """
-    return score_image_sets(
-        generated, reference, metrics, backbone, backbone_path, device, cache_dir, skip_corrupt, seed
-    ).scores
+    names = check_request(metric_names, backbone)
+    pair = [n for n in names if image_metric_class(n).needs_reference]
+    if pair and reference is None:
+        raise UserError(f"metric(s) {', '.join(pair)} need a reference set")
+    sides = ImageSides(backbone, backbone_path, device, cache_dir, skip_corrupt)
+    gen = sides.load(generated, "generated")
+    ref = sides.load(reference, "reference") if pair and reference is not None else None
+    built = build_image_metrics(names, backbone, seed, ref, sides.origin())
+    _check_contents(gen, ref, built, generated, reference)
+    scores = score_feature_sets(gen, built)
+    device_name = str(sides.backbone.device) if sides.backbone is not None else None
+    return ImageOutcome(scores, gen, ref, sides.skipped, device_name, str(generated))
 
 
-def score_image_sets(
+def score_image_task(
     generated: str | Path,
     reference: str | Path | None,
-    metrics: Sequence[str],
-    backbone: str = "inception-v3-tf",
-    backbone_path: str | None = None,
+    task: Task,
     device: str = "auto",
-    cache_dir: CacheDir = None,
-    skip_corrupt: bool = False,
     seed: int = 0,
-) -> ImageScoring:
-    """``score_images`` keeping the feature sets, the skipped files and the backbone's device."""
-    metrics = check_request(metrics, backbone)
-    pair_metrics = [m for m in metrics if m != "is"]
-    if pair_metrics and reference is None:
-        raise UserError(f"metric(s) {', '.join(pair_metrics)} need a reference set")
-    sides = _Sides(backbone, backbone_path, device, cache_dir, skip_corrupt)
-    gen = sides.load(generated, "generated")
-    ref = sides.load(reference, "reference") if pair_metrics and reference is not None else None
-    _check_contents(gen, ref, metrics, generated, reference)
-    origin = sides.origin()
-    scores: dict[str, Score] = {}
-    if "is" in metrics:
-        scores["is"] = im.is_score(gen, backbone, origin)
-    if ref is not None:
-        scores.update(_pair_scores(gen, ref, pair_metrics, backbone, origin, seed))
-    return ImageScoring(
-        {metric: _without_nan(scores[metric]) for metric in metrics},
-        gen,
-        ref,
-        sides.skipped,
-        str(sides.backbone.device) if sides.backbone is not None else None,
-    )
+    backbone_path: str | Path | None = None,
+    cache_dir: CacheDir = None,
+) -> ImageOutcome:
+    """One image row × task: ``score_images`` with the task's metrics, backbone and ``skip_corrupt``.
 
-
-def _without_nan(score: Score) -> Score:
-    """Unknown counts (a pytorch-fid .npz records no N) become None: results are strict JSON."""
-    details = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in score.details.items()}
-    return replace(score, details=details)
-
-
-def _pair_scores(
-    gen: im.FeatureSet, ref: im.FeatureSet, metrics: list[str], backbone: str, origin: str, seed: int
-) -> dict[str, Score]:
-    scores: dict[str, Score] = {}
-    if "fid" in metrics:
-        scores["fid"] = _with_draws_interval(im.fid_score(gen, ref, backbone, origin), gen, ref, seed)
-    if "fid_inf" in metrics:
-        scores["fid_inf"] = im.fid_inf_score(gen, ref, backbone, origin, seed=seed)
-    if "kid" in metrics:
-        scores["kid"] = _with_subset_interval(
-            im.kid_score(gen, ref, backbone, origin, seed=seed), gen, ref, seed
-        )
-    if "cmmd" in metrics:
-        scores["cmmd"] = im.cmmd_score(gen, ref, origin)
-    manifold = [m for m in metrics if m in _MANIFOLD]
-    if manifold:
-        scores.update(im.manifold_scores(gen, ref, manifold, origin))
-    return scores
-
-
-FID_DRAWS = 5  # disjoint draws of the generated set for FID's interval
-KID_SUBSETS = 100  # kid_score's default number of subsets
-KID_SUBSET_SIZE = 1000  # kernel_inception_distance's default subset size
-
-
-def _with_subset_interval(kid: Score, gen: im.FeatureSet, ref: im.FeatureSet, seed: int) -> Score:
-    """KID ± the std of MMD² over its subsets, or no interval when every subset is both whole sets.
-
-    The subsets are min(1000, N_gen, N_ref) images; when that is all of both sets, each subset gives
-    the same MMD² and the "std" is rounding noise, not a spread.
+    ``generated``, ``reference`` and ``backbone_path`` are resolved paths (the task's own are
+    relative to the suite file); ``seed`` is the suite's seed.
     """
-    size = int(kid.details["subset_size"])
-    if size == gen.n and size == ref.n:
-        fact = f"every subset is the whole set (n={size} < subset size {KID_SUBSET_SIZE})"
-        if size >= KID_SUBSET_SIZE:
-            fact = f"every subset is the whole set (n={size} = subset size {KID_SUBSET_SIZE})"
-        details = {**kid.details, "degenerate": fact, "ci_unavailable": fact}
-        return replace(kid, details=details)
-    std = kid.details["std"]
-    interval = {
-        "kind": "subset-std",
-        "low": kid.score - std,
-        "high": kid.score + std,
-        "mean": kid.score,
-        "half_width": std,
-        "n_subsets": KID_SUBSETS,
-        "subset_size": size,
-        "seed": seed,
-    }
-    return replace(kid, interval=interval)
-
-
-def _with_draws_interval(score: Score, gen: im.FeatureSet, ref: im.FeatureSet, seed: int) -> Score:
-    """FID's spread over disjoint draws of the generated set, when each draw is still full-rank.
-
-    FID has no per-sample statistics to bootstrap; splitting the generated images into
-    ``FID_DRAWS`` disjoint draws (seeded) and scoring each against the reference shows how
-    much the value moves with the images drawn. The draws are smaller than the set, so
-    their FIDs are biased upward: the interval is [min, max] of FID at size N/draws.
-    """
-    size = (gen.n or 0) // FID_DRAWS
-    if gen.features is None or size <= gen.dim:
-        reason = f"needs {FID_DRAWS} disjoint draws of more than {gen.dim} generated images each"
-        return replace(score, details={**score.details, "ci_unavailable": reason})
-    order = np.random.default_rng(seed).permutation(gen.n)
-    values = np.array(
-        [
-            im.frechet_distance_of_sets(
-                im.FeatureSet.from_features(gen.features[order[i * size : (i + 1) * size]]), ref
-            )
-            for i in range(FID_DRAWS)
-        ]
-    )
-    low, high = float(values.min()), float(values.max())
-    interval = {
-        "kind": "draws-range",
-        "low": low,
-        "high": high,
-        "mean": float(values.mean()),
-        "half_width": (high - low) / 2,
-        "n_draws": FID_DRAWS,
-        "draw_size": size,
-        "seed": seed,
-    }
-    return replace(
-        score, interval=interval, signature=f"{score.signature}|draws:{FID_DRAWS}x{size}|seed:{seed}"
+    return score_images(
+        generated,
+        reference if task.reference is not None else None,
+        task.image_metrics,
+        backbone=task.backbone,
+        backbone_path=backbone_path,
+        device=device,
+        cache_dir=cache_dir,
+        skip_corrupt=task.skip_corrupt,
+        seed=seed,
     )
 
 
 def _check_contents(
-    gen: im.FeatureSet,
-    ref: im.FeatureSet | None,
-    metrics: list[str],
+    gen: FeatureSet,
+    ref: FeatureSet | None,
+    built: list[ImageMetric],
     generated: str | Path,
     reference: str | Path | None,
 ) -> None:
+    """Input problems named by file, before any metric runs: dimensions, statistics-only sides,
+    logits, and sample counts (each metric's minimum and the k of its k-NN balls)."""
     if ref is not None and gen.dim != ref.dim:
         raise UserError(
             f"{generated} has {gen.dim}-d features but {reference} has {ref.dim}-d; both sides must come "
             f"from the same backbone"
         )
-    for path, side, needed in (
-        (generated, gen, [m for m in metrics if m in _NEED_FEATURES or m == "fid_inf"]),
-        (reference, ref, [m for m in metrics if m in _NEED_FEATURES]),
-    ):
+    sides = (("generated", generated, gen), ("reference", reference, ref))
+    for role, path, side in sides:
+        needed = [m.name for m in built if role in m.features_needed]
         if side is not None and side.features is None and needed:
             raise UserError(
                 f"{path}: holds only mu/sigma, but {', '.join(needed)} need(s) per-image features; pass the "
                 f"image folder, or an .npz written by 'aigc-eval stats' (it stores features)"
             )
-    if "is" in metrics and gen.logits is None:
-        raise UserError(f"{generated}: has no class logits for 'is'; pass images or stats made with logits")
-    if "is" in metrics and gen.n is not None and gen.n < 10:
-        raise UserError(f"{generated}: 'is' uses 10 splits and needs at least 10 images, got {gen.n}")
-    if "fid_inf" in metrics and gen.n is not None and gen.n < 30:
-        raise UserError(f"{generated}: fid_inf fits FID at 15 subset sizes and needs at least 30 images")
-    manifold = [m for m in metrics if m in _MANIFOLD]
-    # k-NN radii: k=3 on both sides for precision/recall, k=5 on the reference for density/coverage.
-    ref_k = 5 if {"density", "coverage"} & set(manifold) else 3
-    gen_k = 3 if {"precision", "recall"} & set(manifold) else 0
-    for path, side, k in ((reference, ref, ref_k), (generated, gen, gen_k)):
-        if side is not None and manifold and side.n is not None and side.n <= k:
-            raise UserError(f"{path}: {side.n} images; {', '.join(manifold)} need more than {k}")
+    for metric in built:
+        if metric.rows_from == "logits" and gen.logits is None:
+            raise UserError(
+                f"{generated}: has no class logits for {metric.name!r}; pass images or stats made with logits"
+            )
+        problem = metric.size_problem(gen)
+        if problem is not None:
+            raise UserError(f"{generated}: {problem}")
+    for role, path, side in reversed(sides):
+        k_nn = {m.name: m.knn[role] for m in built if role in m.knn}
+        if side is not None and side.n is not None and k_nn and side.n <= max(k_nn.values()):
+            manifold = [m.name for m in built if m.knn]
+            raise UserError(
+                f"{path}: {side.n} images; {', '.join(manifold)} need more than {max(k_nn.values())}"
+            )
 
 
 def save_stats(
     path_in: str | Path,
     out_npz: str | Path,
     backbone: str = "inception-v3-tf",
-    backbone_path: str | None = None,
+    backbone_path: str | Path | None = None,
     device: str = "auto",
     cache_dir: CacheDir = None,
     skip_corrupt: bool = False,
@@ -383,15 +227,13 @@ def save_stats(
     out = Path(out_npz)
     if not is_stats_file(out):
         raise UserError(f"{out}: the output must end in .npz")
-    if backbone not in BACKBONES:
-        raise UserError(f"unknown backbone {backbone!r}; known backbones: {', '.join(BACKBONES)}")
     network = get_backbone(backbone, backbone_path, device)
     cache = None if cache_dir is False else FeatureCache(cache_dir)
     extracted = extract_features(network, open_image_set(path_in), cache, skip_corrupt)
     features = extracted.features
     if len(features) < 2:
         raise UserError(f"{path_in}: {len(features)} readable image(s); statistics need at least 2")
-    mu, sigma = im.mean_and_covariance(features)
+    mu, sigma = mean_and_covariance(features)
     arrays: dict[str, np.ndarray] = {
         "mu": mu,
         "sigma": sigma,
@@ -406,41 +248,17 @@ def save_stats(
     }
     if extracted.logits is not None:
         arrays["logits"] = extracted.logits
-    save_npz_atomic(out, arrays)
+    write_npz_atomic(out, arrays)
     return StatsSummary(out, len(features), features.shape[1], network.name, len(extracted.skipped))
 
 
-# ---------------------------------------------------------------- run-folder features, resampled metrics
+# ---------------------------------------------------------------- run-folder features, for compare
 
-FEATURES_DIR = "features"
-# Metrics the regression gate can re-evaluate on resampled generated sets.
-RESAMPLABLE = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
-# Their values on a resample that repeats images are not the metric of any image set: the k-NN radii of
-# the generated set shrink to 0 (recall), or "is any generated image near" saturates (coverage).
-NO_BOOTSTRAP = frozenset({"recall", "coverage"})
-# Pairwise matrices over pooled × (pooled + reference) images are kept in memory up to this many entries.
-MAX_PAIRWISE = 40_000_000
-_PAIRWISE = frozenset({"kid", "recall", "coverage", "precision", "density"})
+DEFAULT_IMAGE_METRICS = ("fid", "kid")  # config.Task's default, for suites that leave it out
 
 
-def save_image_features(
-    run_dir: Path, row: str, task: str, scoring: ImageScoring, write_reference: bool = True
-) -> dict[str, str]:
-    """Keep the generated set's features (and the reference's, once per task) in the run folder, so
-    ``compare`` can resample them later; returns the files relative to the run folder.
-
-    Features are stored as float32 (as in the feature cache); a stats-only side stores mu/sigma.
-    """
-    files = {"generated": f"{FEATURES_DIR}/{row}__{task}.npz"}
-    save_npz_atomic(run_dir / files["generated"], _feature_arrays(scoring.generated))
-    if scoring.reference is not None:
-        files["reference"] = f"{FEATURES_DIR}/{task}__reference.npz"
-        if write_reference:
-            save_npz_atomic(run_dir / files["reference"], _feature_arrays(scoring.reference))
-    return files
-
-
-def _feature_arrays(feature_set: im.FeatureSet) -> dict[str, np.ndarray]:
+def feature_arrays(feature_set: FeatureSet) -> dict[str, np.ndarray]:
+    """What a feature file holds for one set: per-image features (float32), else mu/sigma; logits."""
     if feature_set.features is None:
         arrays = {"mu": feature_set.mu, "sigma": feature_set.sigma}
     else:
@@ -450,117 +268,82 @@ def _feature_arrays(feature_set: im.FeatureSet) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_feature_set(path: Path) -> im.FeatureSet:
-    """A feature file written by ``save_image_features``."""
+def feature_set_of(arrays: dict[str, np.ndarray], where: str) -> FeatureSet:
+    """The set a feature file written by ``save_image_features`` holds (``where`` names the file)."""
+    logits = arrays["logits"].astype(np.float64) if "logits" in arrays else None
     try:
-        with np.load(path) as data:
-            logits = data["logits"].astype(np.float64) if "logits" in data.files else None
-            if "features" in data.files:
-                return im.FeatureSet.from_features(data["features"].astype(np.float64), logits)
-            return im.FeatureSet(data["mu"], data["sigma"], None, None, logits)
-    except (OSError, ValueError, KeyError, EOFError) as error:
-        raise UserError(f"{path}: not a readable feature file ({error}); re-run the suite") from None
+        if "features" in arrays:
+            return FeatureSet.from_features(arrays["features"].astype(np.float64), logits)
+        return FeatureSet(arrays["mu"], arrays["sigma"], None, None, logits)
+    except (KeyError, ValueError) as error:
+        raise UserError(f"{where}: not a readable feature file ({error}); re-run the suite") from None
 
 
-def resampling_unavailable(
-    metric: str, generated: im.FeatureSet, reference: im.FeatureSet | None, n_pooled: int
-) -> str | None:
-    """Why ``metric`` cannot be re-evaluated on resampled generated sets, or None when it can."""
-    if metric not in RESAMPLABLE:
-        return f"{metric} has no resampling test (too costly to refit per resample)"
-    if metric == "is":
-        return None if generated.logits is not None else "the generated features carry no logits"
-    if generated.features is None:
-        return "the generated side is mean/covariance statistics only, without per-image features"
-    if reference is None:
-        return "the run kept no reference features"
-    if metric != "fid" and reference.features is None:
-        return "the reference is mean/covariance statistics only, without per-image features"
-    if metric in _PAIRWISE and n_pooled * (n_pooled + (reference.n or 0)) > MAX_PAIRWISE:
-        return f"{n_pooled} pooled images are too many for the in-memory resampling test"
-    return None
+def save_image_features(
+    folder: RunFolder, row: str, task: str, outcome: ImageOutcome, write_reference: bool
+) -> ImageFeatureFiles:
+    """Keep the generated set's features (and the reference's when ``write_reference``: once per task)
+    in the run folder, so ``compare`` can resample them later; returns the files as results.json
+    names them (relative to the folder)."""
+    generated = folder.features_name(row, task)
+    folder.save_arrays(generated, feature_arrays(outcome.generated))
+    if outcome.reference is None:
+        return ImageFeatureFiles(generated=generated)
+    reference = folder.reference_features_name(task)
+    if write_reference:
+        folder.save_arrays(reference, feature_arrays(outcome.reference))
+    return ImageFeatureFiles(generated=generated, reference=reference)
 
 
-class ResampledStatistic:
-    """One image metric as a function of which rows of a pooled generated-feature matrix are drawn.
+def _origin(entry: ResultEntry, label: str) -> str | None:
+    """The features' origin as the stored signature ``<label>|<origin>|n_gen:...`` records it."""
+    stored = entry.metrics.get(label)
+    if stored is None or not stored.signature.startswith(f"{label}|") or "|n_gen:" not in stored.signature:
+        return None
+    return stored.signature[len(label) + 1 :].split("|n_gen:", 1)[0]
 
-    Everything that does not depend on the draw is computed once: the reference's covariance factor
-    and the pooled features projected on it (FID), the kernel matrices (KID), the distances to the
-    reference's k-NN balls (precision, density, coverage, recall). FID is then
-    ‖μg−μr‖² + tr Σg + tr Σr − 2‖Cg·Fr‖_* with Σg = CgᵀCg (centred draw) and Σr = Fr·Frᵀ: the nuclear
-    norm of an n×r product gives tr √(Σg^½ Σr Σg^½) without any d×d matrix. KID is the unbiased MMD²
-    of the whole drawn set (what KID's subset mean estimates; equal to it when the subsets are the
-    whole sets).
-    """
 
-    def __init__(
-        self, metric: str, pooled: np.ndarray, reference: im.FeatureSet | None, logits: np.ndarray | None
-    ) -> None:
-        self.metric = metric
-        x = np.asarray(pooled, dtype=np.float64)
-        self._x, self._logits = x, logits
-        if metric == "fid":
-            assert reference is not None
-            small = (
-                reference.features is not None and reference.n is not None and reference.n <= reference.dim
-            )
-            factor = (
-                im._sqrt_factor_of_samples(reference.features) if small else im._sqrt_factor(reference.sigma)
-            )
-            self._projected = x @ factor
-            self._squared_norms = (x * x).sum(axis=1)
-            self._ref_mu, self._ref_trace = reference.mu, float(np.trace(reference.sigma))
-            return
-        if metric == "is":
-            return
-        assert reference is not None and reference.features is not None
-        ref = reference.features
-        if metric == "kid":
-            gamma = 1.0 / x.shape[1]
-            self._k_pp = (x @ x.T * gamma + 1.0) ** 3
-            self._k_cross = ((ref @ x.T * gamma + 1.0) ** 3).sum(axis=0)
-            k_rr = (ref @ ref.T * gamma + 1.0) ** 3
-            self._m = len(ref)
-            self._within_ref = (k_rr.sum() - np.trace(k_rr)) / (self._m * (self._m - 1))
-            return
-        k = 3 if metric in ("precision", "recall") else 5
-        self._k = k
-        radii = im.knn_radii(ref, k) ** 2
-        d_pr = im._squared_distances(x, ref)
-        if metric == "precision":
-            self._per_image = (d_pr <= radii[None, :]).any(axis=1).astype(np.float64)
-        elif metric == "density":
-            self._per_image = (d_pr < radii[None, :]).sum(axis=1) / k
-        elif metric == "coverage":
-            self._d_pr, self._radii = d_pr, radii
-        else:  # recall: the drawn set's own k-NN balls
-            self._d_pr = d_pr
-            self._d_pp = im._squared_distances(x, x)
-            np.fill_diagonal(self._d_pp, 0.0)
+def _stored_sets(folder: RunFolder, entry: ResultEntry) -> tuple[FeatureSet, FeatureSet | None] | str:
+    """The generated and reference sets of an entry, or why the run folder does not have them."""
+    files = entry.features
+    if files is None or files.generated is None:
+        return (
+            f"{folder.path} keeps no image features for this row (made by an older version); "
+            "re-run the suite to test image metrics"
+        )
+    names = [name for name in (files.generated, files.reference) if name is not None]
+    missing = [name for name in names if not folder.file(*Path(name).parts).is_file()]
+    if missing:
+        return f"{folder.path}: {', '.join(missing)} missing; re-run the suite to test image metrics"
+    generated = feature_set_of(folder.load_arrays(files.generated), files.generated)
+    reference = None
+    if files.reference is not None:
+        reference = feature_set_of(folder.load_arrays(files.reference), files.reference)
+    return generated, reference
 
-    def __call__(self, idx: np.ndarray) -> float:
-        """The metric of the generated set made of pooled rows ``idx`` (repeats allowed)."""
-        n = len(idx)
-        if self.metric == "fid":
-            mu = self._x[idx].mean(axis=0)
-            trace = float((self._squared_norms[idx].sum() - n * (mu @ mu)) / (n - 1))
-            projected = self._projected[idx]
-            projected = (projected - projected.mean(axis=0)) / math.sqrt(n - 1)
-            small = projected @ projected.T if n <= projected.shape[1] else projected.T @ projected
-            nuclear = float(np.sqrt(np.clip(np.linalg.eigvalsh(small), 0.0, None)).sum())
-            diff = mu - self._ref_mu
-            return max(float(diff @ diff) + trace + self._ref_trace - 2 * nuclear, 0.0)
-        if self.metric == "kid":
-            block = self._k_pp[np.ix_(idx, idx)]
-            within = (block.sum() - np.trace(block)) / (n * (n - 1))
-            return float(within + self._within_ref - 2 * self._k_cross[idx].sum() / (n * self._m))
-        if self.metric in ("precision", "density"):
-            return float(self._per_image[idx].mean())
-        if self.metric == "coverage":
-            return float((self._d_pr[idx].min(axis=0) < self._radii).mean())
-        if self.metric == "recall":
-            block = self._d_pp[np.ix_(idx, idx)]
-            radii = np.sqrt(np.partition(block, self._k, axis=1)[:, self._k]) ** 2
-            return float((self._d_pr[idx] <= radii[:, None]).any(axis=0).mean())
-        assert self._logits is not None
-        return im.inception_score(self._logits[idx])[0]
+
+def stored_image_metrics(folder: RunFolder, record: RunRecord, model: str, task: str) -> list[StoredMetric]:
+    """The image metrics of ``model`` × ``task`` rebuilt from the run folder: each with the generated
+    set's rows and the run's reference in its context, or the reason it cannot be resampled
+    (``unavailable``, keyed by output name: no saved features, statistics only, not resamplable)."""
+    entry = record.entry(model, task)
+    if entry is None:
+        raise UserError(f"{folder.path}: no results for row {model!r} on task {task!r}")
+    config = next((t for t in record.suite.get("tasks", []) if t.get("name") == task), {})
+    names = config.get("image_metrics") or list(DEFAULT_IMAGE_METRICS)
+    options = {"backbone": config.get("backbone") or INCEPTION, "seed": int(record.suite.get("seed", 0))}
+    sets = _stored_sets(folder, entry)
+    stored = []
+    for name in names:
+        reference = sets[1] if not isinstance(sets, str) else None
+        origin = _origin(entry, metric_label(name, options["backbone"]))
+        metric = build_metric(name, options, context=MetricContext(reference=reference, origin=origin))
+        assert isinstance(metric, ImageMetric)
+        if isinstance(sets, str):
+            stored.append(StoredMetric(metric, np.zeros((0, 0)), None, {metric.label: sets}))
+            continue
+        rows = metric.rows_of(sets[0])
+        problem = metric.resampling_problem(sets[0])
+        unavailable = {} if problem is None else {metric.label: problem}
+        stored.append(StoredMetric(metric, np.zeros((0, 0)) if rows is None else rows, None, unavailable))
+    return stored

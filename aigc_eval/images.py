@@ -1,4 +1,5 @@
-"""Image-set inputs: a folder, a list file, or precomputed statistics in ``.npz``.
+"""Image-set inputs: a folder, a list file, or precomputed statistics in ``.npz``; both sides of a
+scoring as feature sets (``ImageSides``).
 
 An image set is read in two steps so that a bad file never costs finished work:
 ``open_image_set`` lists the files and hashes their bytes (the hashes key the
@@ -8,24 +9,33 @@ runs, and either names the bad files or, with ``skip_corrupt``, drops them.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image
 
 from aigc_eval.errors import UserError
-from aigc_eval.metrics import image as im
-from aigc_eval.metrics.image import FeatureSet
+from aigc_eval.features import extract_features, get_backbone
+from aigc_eval.features.cache import FeatureCache
+from aigc_eval.files import sha256_files
+from aigc_eval.metrics.image import FeatureSet, as_gaussian, covariance_problem
+
+if TYPE_CHECKING:
+    from aigc_eval.features.base import Backbone
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 STATS_SUFFIX = ".npz"
 _SHOWN_BAD = 5  # bad files named in one error message
+_META_KEYS = ("backbone", "weights_sha256", "preprocessing", "resize")
+
+# Where image features are cached: None is the default folder, False no cache.
+CacheDir = str | Path | Literal[False] | None
 
 
 @dataclass(frozen=True)
@@ -47,12 +57,13 @@ def is_stats_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() == STATS_SUFFIX
 
 
-def open_image_set(path: str | Path) -> ImageSet:
-    """List and hash the images of a folder (recursive, sorted) or a list file (one path per line).
+def list_image_files(path: str | Path) -> list[Path]:
+    """The image files of a set in set order, without reading them: a folder's (recursive, sorted by
+    relative path) or a list file's (one path per line, relative to the list file).
 
-    In a folder only files with an image suffix count (others are ignored, as in
-    clean-fid and pytorch-fid); lines of a list file are paths relative to the
-    list file, blank lines and ``#`` comments skipped.
+    In a folder only files with an image suffix count (others are ignored, as in clean-fid and
+    pytorch-fid); blank lines and ``#`` comments of a list file are skipped. The report's thumbnails
+    use this too, so they show the images in the order they were scored.
     """
     source = Path(path)
     if not source.exists():
@@ -65,11 +76,16 @@ def open_image_set(path: str | Path) -> ImageSet:
         if not files:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise UserError(f"{source}: no images found (looked for {suffixes}, recursively)")
-    elif is_stats_file(source):
+        return files
+    if is_stats_file(source):
         raise UserError(f"{source}: is precomputed statistics, not images; it cannot be re-extracted")
-    else:
-        files = _read_list_file(source)
-    return ImageSet(source, tuple(files), tuple(_sha256_file(f) for f in files))
+    return _read_list_file(source)
+
+
+def open_image_set(path: str | Path) -> ImageSet:
+    """``list_image_files`` with the sha256 of each file's bytes (the hashes key the feature cache)."""
+    files = list_image_files(path)
+    return ImageSet(Path(path), tuple(files), tuple(sha256_files([f]) for f in files))
 
 
 def _read_list_file(source: Path) -> list[Path]:
@@ -93,14 +109,6 @@ def _read_list_file(source: Path) -> list[Path]:
             f"paths are relative to the list file's folder"
         )
     return files
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def decode_image(path: Path) -> np.ndarray:
@@ -185,7 +193,7 @@ def load_stats(path: str | Path) -> tuple[FeatureSet, dict[str, str]]:
     for key in ("mu", "sigma"):
         if not np.issubdtype(arrays[key].dtype, np.number):
             raise UserError(f"{source}: '{key}' must be numeric, got {arrays[key].dtype}")
-    mu, sigma = im.as_gaussian(arrays["mu"], arrays["sigma"])
+    mu, sigma = as_gaussian(arrays["mu"], arrays["sigma"])
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise UserError(
             f"{source}: 'mu' has shape {np.shape(arrays['mu'])} and 'sigma' {np.shape(arrays['sigma'])}; "
@@ -194,7 +202,7 @@ def load_stats(path: str | Path) -> tuple[FeatureSet, dict[str, str]]:
     for key, value in (("mu", mu), ("sigma", sigma)):
         if not np.isfinite(value).all():
             raise UserError(f"{source}: '{key}' contains NaN or infinity; recompute the statistics")
-    problem = im.covariance_problem(sigma)
+    problem = covariance_problem(sigma)
     if problem is not None:
         raise UserError(
             f"{source}: 'sigma' {problem}, so it is not a covariance matrix; recompute it with "
@@ -214,3 +222,85 @@ def _float_matrix(source: Path, arrays: dict[str, np.ndarray], key: str) -> np.n
     if not np.isfinite(value).all():
         raise UserError(f"{source}: '{key}' contains NaN or infinity")
     return value
+
+
+class ImageSides:
+    """Both sides of a scoring (generated, reference) as feature sets, through one lazily built
+    backbone and one feature cache; ``.npz`` statistics must say they come from that backbone."""
+
+    def __init__(
+        self,
+        backbone: str,
+        backbone_path: str | Path | None,
+        device: str,
+        cache_dir: CacheDir,
+        skip_corrupt: bool,
+    ) -> None:
+        self.backbone_name = backbone
+        self.backbone_path = backbone_path
+        self.device = device
+        self.cache = None if cache_dir is False else FeatureCache(cache_dir)
+        self.skip_corrupt = skip_corrupt
+        self.backbone: Backbone | None = None
+        self.metas: dict[str, dict[str, str]] = {}
+        self.skipped: dict[str, list[str]] = {}
+
+    def load(self, path: str | Path, role: str) -> FeatureSet:
+        if is_stats_file(path):
+            feature_set, meta = load_stats(path)
+            self._check_meta(Path(path), meta)
+            self.metas[role] = meta
+            return feature_set
+        images = open_image_set(path)
+        if self.backbone is None:
+            self.backbone = get_backbone(self.backbone_name, self.backbone_path, self.device)
+        extracted = extract_features(self.backbone, images, self.cache, self.skip_corrupt)
+        self.skipped[role] = [str(f) for f in extracted.skipped]
+        if len(extracted.features) < 2:
+            raise UserError(
+                f"{path}: {len(extracted.features)} readable image(s); image metrics need at least 2"
+            )
+        return FeatureSet.from_features(extracted.features, extracted.logits)
+
+    def _check_meta(self, path: Path, meta: dict[str, str]) -> None:
+        if not meta:
+            return
+        missing = [key for key in _META_KEYS if key not in meta]
+        if missing:
+            raise UserError(f"{path}: provenance incomplete (no meta_{', meta_'.join(missing)}); rewrite it")
+        if meta.get("backbone") != self.backbone_name:
+            raise UserError(
+                f"{path}: was computed with backbone {meta.get('backbone')}; pass --backbone "
+                f"{meta.get('backbone')} or recompute it with aigc-eval stats --backbone {self.backbone_name}"
+            )
+
+    def origin(self) -> str:
+        """Backbone/weights/resize for signatures; .npz sides must agree with each other and the backbone."""
+        known = [self.backbone.identity] if self.backbone is not None else []
+        for role, meta in self.metas.items():
+            if meta:
+                known.append(f"{meta['backbone']}|weights:{meta['weights_sha256']}|{meta['preprocessing']}")
+            else:
+                warnings.warn(
+                    f"{role} statistics carry no provenance (e.g. from pytorch-fid); they compare only "
+                    f"if made with the same network and resize as the other side",
+                    stacklevel=3,
+                )
+        if len(set(known)) > 1:
+            raise UserError(
+                "the two sides were featurised differently (backbone weights or preprocessing differ): "
+                + " vs ".join(sorted(set(known)))
+                + "; recompute the .npz with aigc-eval stats and the same --backbone/--backbone-path"
+            )
+        if self.backbone is not None:
+            origin = self.backbone.origin
+        else:
+            meta = next((m for m in self.metas.values() if m), None)
+            origin = (
+                f"backbone:{meta['backbone']}|weights:{meta['weights_sha256'][:12]}|resize:{meta['resize']}"
+                if meta
+                else "backbone:unknown|weights:unknown|resize:unknown"
+            )
+        if any(not meta for meta in self.metas.values()):
+            origin += "|stats:external-npz"
+        return origin

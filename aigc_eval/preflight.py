@@ -7,139 +7,118 @@ names the suite file and the key at fault, e.g. ``suite.yaml: models[1].path: ..
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from aigc_eval.backends.base import CONTEXT_KEYS
-from aigc_eval.config import MetricSpec, ModelRow, Suite
+from aigc_eval.backends import DEFAULT_BACKEND, backend_class, capabilities, scorer_row, with_capability
+from aigc_eval.config import MetricSpec, ModelRow, Suite, local_path, looks_like_path
 from aigc_eval.errors import UserError
-from aigc_eval.metrics.registry import MODEL_METRICS
+from aigc_eval.metrics.registry import metric_class
 
-# Any one of these makes a folder's tokenizer loadable (fast tokenizer, slow vocabularies, sentencepiece).
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "vocab.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-)
+__all__ = ["check_capabilities", "check_plan", "check_suite", "local_path", "looks_like_path"]
 _TRUE = ("1", "true", "yes", "on")
 
 
-def looks_like_path(value: str) -> bool:
-    """Written as a path (``./m``, ``/m``, ``~/m``, ``a/b/c``), not a hub id (``name``, ``org/name``)."""
-    return value.startswith((".", "/", "~")) or value.count("/") > 1
-
-
-def local_path(value: str, base_dir: Path) -> Path:
-    """Where a relative path in the suite points: against the suite's folder, ``~`` expanded."""
-    return base_dir / Path(value).expanduser()
-
-
-def context_length(folder: Path) -> int | None:
-    """The model's context from its ``config.json`` (what ``HFBackend.context_length`` reports)."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    for key in CONTEXT_KEYS:
-        value = config.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def check_model_folder(folder: Path, where: str) -> None:
-    """A local model folder has a config, a tokenizer and weights; without a tokenizer transformers
-    used to load one that produced empty outputs for every prompt (every score 0, exit 0)."""
-    if not folder.is_dir():
-        raise UserError(f"{where}: {folder} is a file; give the model's folder")
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{where}: {folder} has no config.json, so it is not a transformers model folder")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise UserError(
-            f"{where}: {folder} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); "
-            "save the tokenizer there too (tokenizer.save_pretrained(folder))"
-        )
-    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-        raise UserError(
-            f"{where}: {folder} has no weights (*.safetensors or *.bin); save the model there "
-            "(model.save_pretrained(folder))"
-        )
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
-
-
-def _cached_hub_folder(model_id: str, revision: str | None) -> Path | None:
-    """The local snapshot of a hub model, if its config was ever downloaded."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
-    except ValueError:  # not a valid repo id
-        return None
-    return Path(cached).parent if isinstance(cached, str) else None
-
-
-def model_folder(row: ModelRow, base_dir: Path, where: str) -> Path | None:
-    """The checked local folder of an ``hf`` row (a cached hub snapshot counts), or None for a hub id
-    that will be downloaded. A path that is not there says so, instead of a hub connection error."""
-    assert row.path is not None  # the schema requires it for hf rows
-    local = local_path(row.path, base_dir)
-    if local.exists():
-        check_model_folder(local, where)
-        return local
-    # `models/x` where `models/` exists: a mistyped folder, not the hub model `models/x`.
-    first = Path(row.path).parts[0] if Path(row.path).parts else ""
-    if looks_like_path(row.path) or ("/" in row.path and (base_dir / first).is_dir()):
-        raise UserError(
-            f"{where}: folder not found: {row.path!r} (relative paths resolve against {base_dir}); "
-            "fix the path"
-        )
-    cached = _cached_hub_folder(row.path, row.revision)
-    if cached is None and _hub_offline():
-        raise UserError(
-            f"{where}: {row.path!r} is no folder in {base_dir} and not in the Hugging Face cache, and "
-            "HF_HUB_OFFLINE is set, so it cannot be downloaded; fix the path or unset HF_HUB_OFFLINE"
-        )
-    return cached
+def _scores(spec: MetricSpec) -> bool:
+    return metric_class(spec.name).needs_scorer
 
 
 def check_suite(suite: Suite, source: str) -> None:
-    """Checks that need no files: what the suite's entries refer to exists in the suite."""
-    rows = [row.name for row in suite.models if row.backend == "hf"]
+    """Checks that need no files: what the suite's entries refer to exists in the suite, and every
+    row's backend can do what the suite asks of it."""
+    rows = [row.name for row in suite.models if capabilities(row.backend).loglikelihood]
+    names = {row.name for row in suite.models}
     for index, spec in enumerate(suite.metrics):
-        name = spec.options.get("model") if spec.name in MODEL_METRICS else None
-        if name is not None and name not in rows and not looks_like_path(name) and "/" not in name:
+        name = spec.options.get("model") if _scores(spec) else None
+        if name is not None and name not in names and not looks_like_path(name) and "/" not in name:
             raise UserError(
                 f"{source}: metrics[{index}].model: {name!r} is neither a model row ({', '.join(rows)}) "
                 "nor a path; name a row, or a model folder such as ./models/scorer"
             )
+    check_capabilities(suite, source)
+
+
+def _requests(row: ModelRow, suite: Suite) -> list[tuple[str, str, str]]:
+    """(capability, what asks for it, how to stop asking) for a row that generates."""
+    asked: list[tuple[str, str, str]] = []
+    settings = getattr(row, "generation", None)  # the decoding settings of a generating backend's row
+    if settings is not None and settings.num_beams > 1:
+        asked.append(("beam_search", f"generation.num_beams: {settings.num_beams}", "set num_beams: 1"))
+    if settings is not None and settings.do_sample:
+        asked.append(("sampling", "generation.do_sample: true", "set do_sample: false"))
+    if getattr(row, "chat", False):
+        asked.append(("chat_templates", "chat: true", "set chat: false"))
+    for index, spec in enumerate(suite.metrics):
+        if _scores(spec) and spec.options.get("model") is None:
+            asked.append(
+                (
+                    "loglikelihood",
+                    f"metrics[{index}] ({spec.name}, scored by each row's own model)",
+                    "name a scoring model with that metric's `model:`",
+                )
+            )
+    return asked
+
+
+def check_capabilities(suite: Suite, source: str) -> None:
+    """Every row's backend can do what the suite asks (beam search, sampling, chat templates,
+    log-likelihoods, generation): a mismatch fails here, naming the row and the fix."""
+    text_tasks = any(task.kind == "text" for task in suite.tasks)
+    for index, row in enumerate(suite.models):
+        where = f"{source}: models[{index}] ({row.name}): backend {row.backend!r}"
+        can = capabilities(row.backend)
+        if not can.generate:
+            if not row.images:
+                raise UserError(
+                    f"{where} cannot generate text and the row names no `images`, so it takes part in no "
+                    f"task; give its images per image task, or use a backend that generates "
+                    f"({', '.join(with_capability('generate'))})"
+                )
+            continue  # rows that do not generate take part in image tasks only
+        if not text_tasks:
+            continue
+        for capability, asker, fix in _requests(row, suite):
+            if not getattr(can, capability):
+                able = ", ".join(with_capability(capability)) or "none installed"
+                raise UserError(
+                    f"{where} cannot do {capability.replace('_', ' ')}, which {asker} asks for; "
+                    f"{fix}, or use a backend that can ({able})"
+                )
+    rows = {row.name: (index, row) for index, row in enumerate(suite.models)}
+    for index, spec in enumerate(suite.metrics):
+        name = spec.options.get("model") if _scores(spec) else None
+        if name in rows and not capabilities(rows[name][1].backend).loglikelihood:
+            row_index, row = rows[name]
+            raise UserError(
+                f"{source}: metrics[{index}].model: row {name!r} (models[{row_index}]) uses backend "
+                f"{row.backend!r}, which cannot score texts (loglikelihood); name a row whose backend can "
+                f"({', '.join(with_capability('loglikelihood'))}) or a model folder"
+            )
 
 
 def check_plan(suite: Suite, base_dir: Path, source: str) -> None:
-    """Everything checkable before generating: model folders, contexts, scoring models, modules."""
+    """Everything checkable before generating: capabilities, model folders, contexts, scoring
+    models, modules. Each backend checks its own rows (``Backend.check_row``)."""
     check_suite(suite, source)
-    contexts: dict[str, int | None] = {}  # row name -> context length (None: unknown)
+    contexts: dict[str, int | None] = {}  # generating row name -> context length (None: unknown)
     for index, row in enumerate(suite.models):
-        if row.backend != "hf":
+
+        def where(option: str, index: int = index) -> str:
+            return f"{source}: models[{index}].{option}"
+
+        context = backend_class(row.backend).check_row(row, base_dir, where)
+        if not capabilities(row.backend).generate:
             continue
-        folder = model_folder(row, base_dir, f"{source}: models[{index}].path")
-        contexts[row.name] = context_length(folder) if folder is not None else None
-        context = contexts[row.name]
-        if context is not None and row.generation.max_new_tokens >= context:
+        contexts[row.name] = context
+        settings = getattr(row, "generation", None)
+        if context is not None and settings is not None and settings.max_new_tokens >= context:
             raise UserError(
-                f"{source}: models[{index}].generation.max_new_tokens: {row.generation.max_new_tokens} "
+                f"{where('generation.max_new_tokens')}: {settings.max_new_tokens} "
                 f"leaves no room for a prompt in the model's {context}-token context; lower it"
             )
     for index, spec in enumerate(suite.metrics):
         where = f"{source}: metrics[{index}]"
-        if spec.name in MODEL_METRICS:
+        if _scores(spec):
             _check_scoring_model(spec, contexts, base_dir, where)
         if spec.name == "evaluate":
             _check_evaluate_module(spec, base_dir, where)
@@ -161,8 +140,8 @@ def _check_scoring_model(
                 f"{where}.model: {name!r} is neither a model row nor an existing path "
                 f"(relative paths resolve against {base_dir}); name a row or fix the path"
             )
-        check_model_folder(folder, f"{where}.model")
-        scorers = {name: context_length(folder)}
+        row = scorer_row(str(folder))
+        scorers = {name: backend_class(DEFAULT_BACKEND).check_row(row, base_dir, lambda _: f"{where}.model")}
     max_length = spec.options.get("max_length")
     for scorer, context in scorers.items():
         if max_length is not None and context is not None and max_length > context:

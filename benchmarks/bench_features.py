@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from aigc_eval.features import BACKBONES, extract_features, get_backbone
+from aigc_eval.features import BACKBONE_NAMES, extract_features, get_backbone
 from aigc_eval.features.cache import FeatureCache
 from aigc_eval.images import open_image_set
 
@@ -94,7 +94,7 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=32, help="how many demo reference images (max 100)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONE_NAMES), choices=BACKBONE_NAMES)
     parser.add_argument("--clip-path", help="a real CLIP checkpoint folder (default: random-init ViT-B/32)")
     parser.add_argument(
         "--dinov2-path", help="a real DINOv2 checkpoint folder (default: random-init ViT-S/14)"

@@ -19,8 +19,8 @@ import _common
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from aigc_eval.backends import scorer_for
 from aigc_eval.backends.base import GenerationSettings
-from aigc_eval.backends.hf import HFBackend
 
 
 def per_prompt_loop(folder: Path, max_new_tokens: int, num_beams: int) -> Callable[[list[str]], list[str]]:
@@ -44,7 +44,7 @@ def per_prompt_loop(folder: Path, max_new_tokens: int, num_beams: int) -> Callab
 def aigc(
     folder: Path, batch_size: int, max_new_tokens: int, num_beams: int
 ) -> Callable[[list[str]], list[str]]:
-    backend = HFBackend(str(folder), dtype="float32", device="cpu", batch_size=batch_size)
+    backend = scorer_for(str(folder), device="cpu", batch_size=batch_size)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, num_beams=num_beams)
     return lambda prompts: backend.generate(prompts, settings)
 

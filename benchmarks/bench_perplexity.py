@@ -29,7 +29,8 @@ import _common
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from aigc_eval.backends.hf import HFBackend, _width_batches, _windows
+from aigc_eval.backends import scorer_for
+from aigc_eval.backends.hf import _width_batches, _windows
 
 # Per text: (summed NLL in nats, scored tokens).
 Scores = list[tuple[float, int]]
@@ -38,8 +39,8 @@ Scores = list[tuple[float, int]]
 def aigc(
     folder: Path, batch_size: int, max_length: int, stride: int, fused_activations: bool = True
 ) -> Callable[[list[str]], Scores]:
-    backend = HFBackend(
-        str(folder), dtype="float32", device="cpu", batch_size=batch_size, fused_activations=fused_activations
+    backend = scorer_for(
+        str(folder), device="cpu", batch_size=batch_size, fused_activations=fused_activations
     )
 
     def run(texts: list[str]) -> Scores:

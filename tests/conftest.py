@@ -75,3 +75,15 @@ def plain_lm(tiny_lm_dir: Path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype="float32").eval()
+
+
+V1_RUN = Path(__file__).parent / "assets" / "run_v1"
+
+
+@pytest.fixture
+def v1_run(tmp_path: Path) -> Path:
+    """A copy of a real demo run folder written by the schema-1 version (features left out: 2.7 MB):
+    old run folders must keep loading, comparing and reporting."""
+    import shutil
+
+    return Path(shutil.copytree(V1_RUN, tmp_path / "v1-run"))

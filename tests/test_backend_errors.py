@@ -13,9 +13,15 @@ import yaml
 from transformers import AutoTokenizer
 
 from aigc_eval.backends.base import GenerationSettings
-from aigc_eval.backends.hf import HFBackend
+from aigc_eval.backends.hf import HFBackend, HFRow
 from aigc_eval.cli import main
-from aigc_eval.runner import throughput
+from aigc_eval.execute import throughput
+
+
+def hf(path: Path | str, **options: object) -> HFBackend:
+    """An HFBackend built from its row, as ``create_backend`` builds a suite's."""
+    return HFBackend(HFRow(name="m", path=str(path), **options))
+
 
 LONG_PROMPT = " ".join(["The old teacher remembers the quiet city."] * 12)  # well over 64 tokens
 
@@ -87,7 +93,7 @@ def test_perplexity_of_no_tokens_is_a_user_error(
 
 
 def test_long_prompt_is_cut_from_the_left(tiny_lm_dir: Path) -> None:
-    backend = HFBackend(str(tiny_lm_dir), batch_size=2)
+    backend = hf(str(tiny_lm_dir), batch_size=2)
     settings = GenerationSettings(max_new_tokens=8)
     ids = backend.tokenizer(LONG_PROMPT)["input_ids"]
     assert len(ids) > 64
@@ -109,7 +115,7 @@ def test_long_prompt_in_a_run_is_counted_in_results(tiny_lm_dir: Path, tmp_path:
 
 def test_batch_callback_counts_generated_tokens(tiny_lm_dir: Path, plain_lm) -> None:
     """The count equals the new tokens plain transformers generates up to and including EOS."""
-    backend = HFBackend(str(tiny_lm_dir), batch_size=2)
+    backend = hf(str(tiny_lm_dir), batch_size=2)
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     prompts = ["The cat", "My friend reads an old book and then", "今天天气"]
     settings = GenerationSettings(max_new_tokens=10)

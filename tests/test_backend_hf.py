@@ -13,10 +13,17 @@ import transformers
 from transformers import AutoTokenizer
 from transformers.activations import GELUTanh, NewGELUActivation
 
-from aigc_eval.backends import create_backend
+from aigc_eval.backends import create_backend, scorer_for
 from aigc_eval.backends.base import GenerationSettings
-from aigc_eval.backends.hf import HFBackend
+from aigc_eval.backends.hf import HFBackend, HFRow
 from aigc_eval.errors import UserError
+from aigc_eval.record import Provenance
+
+
+def hf(path: Path | str, **options: object) -> HFBackend:
+    """An HFBackend built from its row, as ``create_backend`` builds a suite's."""
+    return HFBackend(HFRow(name="m", path=str(path), **options))
+
 
 PROMPTS = [
     "The cat",
@@ -32,12 +39,12 @@ GREEDY = GenerationSettings(max_new_tokens=12)
 
 @pytest.fixture(scope="module")
 def backend(tiny_lm_dir: Path) -> HFBackend:
-    return HFBackend(str(tiny_lm_dir), batch_size=4)
+    return hf(str(tiny_lm_dir), batch_size=4)
 
 
 @pytest.fixture(scope="module")
 def unbatched(tiny_lm_dir: Path) -> HFBackend:
-    return HFBackend(str(tiny_lm_dir), batch_size=1)
+    return hf(str(tiny_lm_dir), batch_size=1)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +107,7 @@ def test_stop_strings_cut_the_output(backend: HFBackend, greedy_reference: list[
 
 
 def test_skip_and_on_batch(tiny_lm_dir: Path, greedy_reference: list[str]) -> None:
-    backend = HFBackend(str(tiny_lm_dir), batch_size=2)
+    backend = hf(str(tiny_lm_dir), batch_size=2)
     calls: list[tuple[list[int], list[str]]] = []
     out = backend.generate(PROMPTS, GREEDY, on_batch=lambda idx, texts, _tokens: calls.append((idx, texts)))
     assert out == greedy_reference
@@ -130,13 +137,13 @@ def test_chat_template_is_applied(tiny_lm_dir: Path, tmp_path: Path) -> None:
         "{% if add_generation_prompt %}assistant:{% endif %}"
     )
     tok.save_pretrained(folder)
-    chat = HFBackend(str(folder), chat=True, system="Be brief.")
-    plain = HFBackend(str(folder))
+    chat = hf(str(folder), chat=True, system="Be brief.")
+    plain = hf(str(folder))
     rendered = "<s>system: Be brief.\n<s>user: The cat\nassistant:"
     assert chat.generate(["The cat"], GREEDY) == plain.generate([rendered], GREEDY)
     assert chat.generate(["The cat"], GREEDY) != plain.generate(["The cat"], GREEDY)
     with pytest.raises(UserError, match="no chat template"):
-        HFBackend(str(tiny_lm_dir), chat=True)
+        hf(str(tiny_lm_dir), chat=True)
 
 
 @pytest.mark.parametrize(
@@ -146,7 +153,7 @@ def test_chat_template_is_applied(tiny_lm_dir: Path, tmp_path: Path) -> None:
 def test_out_of_memory_batches_are_split(
     tiny_lm_dir: Path, greedy_reference: list[str], monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
-    backend = HFBackend(str(tiny_lm_dir), batch_size=4)
+    backend = hf(str(tiny_lm_dir), batch_size=4)
     real = backend.model.generate
     sizes: list[int] = []
 
@@ -166,7 +173,7 @@ def test_out_of_memory_batches_are_split(
 def test_out_of_memory_on_a_single_prompt_is_raised(
     tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backend = HFBackend(str(tiny_lm_dir), batch_size=4)
+    backend = hf(str(tiny_lm_dir), batch_size=4)
 
     def always_oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
@@ -177,7 +184,7 @@ def test_out_of_memory_on_a_single_prompt_is_raised(
 
 
 def test_other_errors_are_not_retried(tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    backend = HFBackend(str(tiny_lm_dir), batch_size=4)
+    backend = hf(str(tiny_lm_dir), batch_size=4)
     sizes: list[int] = []
 
     def broken(*args, **kwargs):
@@ -196,50 +203,54 @@ def test_other_errors_are_not_retried(tiny_lm_dir: Path, monkeypatch: pytest.Mon
 @pytest.mark.parametrize("path", ["./no/such/model", "/tmp/no-such-model-dir", "~/missing", "a/b/c"])
 def test_missing_local_folder_is_a_user_error(path: str) -> None:
     with pytest.raises(UserError, match=r"does not exist; fix `path`, or give a hub id") as info:
-        HFBackend(path)
+        hf(path)
     assert repr(path) in str(info.value)
 
 
 def test_unloadable_hub_id_is_a_one_line_user_error() -> None:
     with pytest.raises(UserError, match="cannot load model 'no-such-org/no-such-model'") as info:
-        HFBackend("no-such-org/no-such-model")
+        hf("no-such-org/no-such-model")
     assert "\n" not in str(info.value)
 
 
 def test_bad_options_are_user_errors(tiny_lm_dir: Path) -> None:
-    with pytest.raises(UserError, match="dtype 'float8'"):
-        HFBackend(str(tiny_lm_dir), dtype="float8")
-    with pytest.raises(UserError, match="batch_size"):
-        HFBackend(str(tiny_lm_dir), batch_size=0)
-    with pytest.raises(UserError, match="known backends: hf"):
-        create_backend("vllm", path=str(tiny_lm_dir))
-    with pytest.raises(UserError, match="batchsize"):
-        create_backend("hf", path=str(tiny_lm_dir), batchsize=2)
+    """Options are validated by the row model, as a suite's ``models[i]`` is."""
+    with pytest.raises(UserError, match=r"dtype: Input should be 'auto', 'float32'"):
+        scorer_for(str(tiny_lm_dir), dtype="float8")
+    with pytest.raises(UserError, match="batch_size: Input should be greater than or equal to 1"):
+        scorer_for(str(tiny_lm_dir), batch_size=0)
+    with pytest.raises(UserError, match=r"^unknown backend 'vllm'; known backends: hf, images$"):
+        scorer_for(str(tiny_lm_dir), "vllm")
+    with pytest.raises(UserError, match="batchsize: unknown key"):
+        scorer_for(str(tiny_lm_dir), batchsize=2)
 
 
 def test_create_backend_and_describe(tiny_lm_dir: Path) -> None:
-    backend = create_backend("hf", path=str(tiny_lm_dir), dtype="float32", device="cpu")
+    backend = create_backend(HFRow(name="m", path=str(tiny_lm_dir), dtype="float32", device="cpu"))
     assert isinstance(backend, HFBackend)
     expected_sha = hashlib.sha256((tiny_lm_dir / "model.safetensors").read_bytes()).hexdigest()
-    assert backend.describe() == {
-        "model": str(tiny_lm_dir),
-        "revision": "",
-        "weights_sha256": expected_sha,
-        "dtype": "float32",
-        "device": "cpu",
-        "context_length": "64",
-        "fused_activations": "2",
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-    }
+    assert backend.describe() == Provenance(
+        backend="hf",
+        model=str(tiny_lm_dir),
+        revision=None,
+        weights_sha256=expected_sha,
+        dtype="float32",
+        device="cpu",
+        context_length=64,
+        extra={
+            "fused_activations": "2",
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        },
+    )
     assert backend.tokenizer.padding_side == "left"
     assert backend.model.dtype == torch.float32
 
 
 def test_explicit_dtype_is_honoured(tiny_lm_dir: Path) -> None:
-    backend = HFBackend(str(tiny_lm_dir), dtype="bfloat16", device="cpu")
+    backend = hf(str(tiny_lm_dir), dtype="bfloat16", device="cpu")
     assert backend.model.dtype == torch.bfloat16
-    assert backend.describe()["dtype"] == "bfloat16"
+    assert backend.describe().dtype == "bfloat16"
 
 
 # -- log-likelihood --------------------------------------------------------------------------------
@@ -381,7 +392,7 @@ def test_fused_activations_match_transformers_own(tiny_lm_dir: Path, backend: HF
     """GPT-2's composed gelu_new becomes PyTorch's fused tanh-GELU: same NLL up to float rounding."""
     assert backend.fused_activations == 2
     assert all(isinstance(block.mlp.act, GELUTanh) for block in backend.model.transformer.h)
-    plain = HFBackend(str(tiny_lm_dir), dtype="float32", device="cpu", fused_activations=False)
+    plain = hf(str(tiny_lm_dir), dtype="float32", device="cpu", fused_activations=False)
     assert plain.fused_activations == 0
     assert all(isinstance(block.mlp.act, NewGELUActivation) for block in plain.model.transformer.h)
     texts = [LONG, *TEXTS]
@@ -394,7 +405,7 @@ def test_fused_activations_match_transformers_own(tiny_lm_dir: Path, backend: HF
 
 def test_full_logits_fallback_equals_scored_positions_only(tiny_lm_dir: Path, backend: HFBackend) -> None:
     """Models without ``logits_to_keep`` get full logits sliced to the scored positions: same NLL."""
-    fallback = HFBackend(str(tiny_lm_dir), dtype="float32", device="cpu", batch_size=4)
+    fallback = hf(str(tiny_lm_dir), dtype="float32", device="cpu", batch_size=4)
     fallback._keeps_logits = False
     texts = [LONG, *TEXTS, LONG[:150]]
     kept = backend.loglikelihood(texts, max_length=32, stride=8)

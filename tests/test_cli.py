@@ -18,6 +18,7 @@ from rouge_score import rouge_scorer
 
 from aigc_eval.cli import main
 from aigc_eval.metrics.tokenize import CJKTokenizer
+from aigc_eval.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "suites" / "models" / "demo-gpt2"
@@ -91,33 +92,37 @@ def test_run_writes_run_folder_with_reference_equal_scores(tmp_path: Path, capsy
         "run.json",
     ):
         assert (run_dir / name).is_file(), name
-    results = json.loads((run_dir / "results.json").read_text())
-    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
-    assert results["schema_version"] == 1 and len(results["config_hash"]) == 64
-    assert results["environment"]["packages"]["sacrebleu"] == sacrebleu.__version__
-    assert len(results["models"]["greedy"]["weights_sha256"]) == 64
+    folder = RunFolder(run_dir)
+    results, samples = folder.read_record(), folder.read_samples()
+    raw = json.loads((run_dir / "results.json").read_text())  # the file itself: versioned, strict
+    assert raw["schema_version"] == 2 and len(results.config_hash) == 64
+    assert results.environment.packages["sacrebleu"] == sacrebleu.__version__
+    assert (
+        results.models["greedy"].weights_sha256 is not None
+        and len(results.models["greedy"].weights_sha256) == 64
+    )
     assert len(samples) == 2 * 2 * 12
 
-    for entry in results["results"]:
-        rows = [s for s in samples if s["model"] == entry["model"] and s["task"] == entry["task"]]
-        hyps = [s["prediction"] for s in rows]
-        refs = [s["references"][0] for s in rows]
-        tok = "zh" if entry["task"] == "zh" else "13a"
-        metrics = entry["metrics"]
-        assert metrics["bleu"]["score"] == sacrebleu.corpus_bleu(hyps, [refs], tokenize=tok).score
-        assert metrics["chrf"]["score"] == sacrebleu.corpus_chrf(hyps, [refs]).score
-        assert f"tok:{tok}" in metrics["bleu"]["signature"]
+    for entry in results.results:
+        rows = [s for s in samples if s.model == entry.model and s.task == entry.task]
+        hyps = [s.prediction for s in rows]
+        refs = [s.references[0] for s in rows]
+        tok = "zh" if entry.task == "zh" else "13a"
+        metrics = entry.metrics
+        assert metrics["bleu"].score == sacrebleu.corpus_bleu(hyps, [refs], tokenize=tok).score
+        assert metrics["chrf"].score == sacrebleu.corpus_chrf(hyps, [refs]).score
+        assert f"tok:{tok}" in metrics["bleu"].signature
         scorer = rouge_scorer.RougeScorer(
-            ["rouge1"], tokenizer=CJKTokenizer() if entry["task"] == "zh" else None
+            ["rouge1"], tokenizer=CJKTokenizer() if entry.task == "zh" else None
         )
         f1 = [scorer.score(r, h)["rouge1"].fmeasure for h, r in zip(hyps, refs, strict=True)]
-        assert metrics["rouge1"]["score"] == pytest.approx(sum(f1) / len(f1), abs=1e-12)
-        assert metrics["ref_perplexity"]["score"] > 1
+        assert metrics["rouge1"].score == pytest.approx(sum(f1) / len(f1), abs=1e-12)
+        assert metrics["ref_perplexity"].value > 1
         for value in metrics.values():  # seeded bootstrap interval on every score
-            ci = value["ci"]
-            assert ci["seed"] == 12345 and ci["n_resamples"] == 1000 and ci["confidence"] == 0.95
-            assert ci["low"] <= value["score"] <= ci["high"]
-        assert entry["timing"]["tokens_per_s"] > 0
+            ci = value.ci
+            assert ci is not None and ci.seed == 12345 and ci.n_resamples == 1000 and ci.confidence == 0.95
+            assert ci.low is not None and ci.high is not None and ci.low <= value.value <= ci.high
+        assert entry.timing.tokens_per_s is not None and entry.timing.tokens_per_s > 0
     # The comparison table shows one row per model setting, scores as in results.json.
     table = (run_dir / "table.csv").read_text().splitlines()
     assert table[0].startswith("model,en/bleu,en/bleu ci_low,en/bleu ci_high,en/chrf")
@@ -127,8 +132,7 @@ def test_run_writes_run_folder_with_reference_equal_scores(tmp_path: Path, capsy
 
 
 def _results_without_timing(run_dir: Path) -> list[dict]:
-    results = json.loads((run_dir / "results.json").read_text())
-    return [{k: v for k, v in e.items() if k != "timing"} for e in results["results"]]
+    return [e.model_dump(exclude={"timing"}) for e in RunFolder(run_dir).read_record().results]
 
 
 def test_killed_run_resumes_to_the_same_results(tmp_path: Path) -> None:
@@ -158,9 +162,8 @@ def test_killed_run_resumes_to_the_same_results(tmp_path: Path) -> None:
     assert 4 <= finished_before < 12
 
     assert main(["run", str(suite), "--resume", str(run_dir), "--quiet"]) == 0
-    resumed = json.loads((run_dir / "results.json").read_text())
-    greedy_en = next(e for e in resumed["results"] if e["model"] == "greedy" and e["task"] == "en")
-    assert greedy_en["timing"]["resumed_samples"] == finished_before
+    greedy_en = RunFolder(run_dir).read_record().entry("greedy", "en")
+    assert greedy_en is not None and greedy_en.timing.resumed_samples == finished_before
 
     assert main(["run", str(suite), "--output-dir", str(tmp_path / "fresh"), "--quiet"]) == 0
     fresh_dir = next((tmp_path / "fresh" / "e2e").iterdir())
@@ -263,7 +266,7 @@ def test_score_perplexity_with_model(tmp_path: Path, capsys) -> None:
     ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)["perplexity"]
-    assert out["score"] > 1 and out["bits_per_byte"] > 0 and out["tokens"] > 10
+    assert out["score"] > 1 and out["details"]["bits_per_byte"] > 0 and out["details"]["tokens"] > 10
     assert "agg:token-weighted" in out["signature"]
 
 
@@ -374,8 +377,9 @@ def test_baseline_row_marks_significant_differences_in_the_tables(tmp_path: Path
     )
     assert main(["run", str(suite), "--output-dir", str(tmp_path / "out")]) == 0
     run_dir = _run_dirs(tmp_path / "out")[0]
-    results = json.loads((run_dir / "results.json").read_text())
-    marks = {(m["model"], m["task"], m["metric"]): m["verdict"] for m in results["significance"]["marks"]}
+    significance = RunFolder(run_dir).read_record().significance
+    assert significance is not None
+    marks = {(m.model, m.task, m.metric): m.verdict for m in significance.marks}
     assert marks == {("untrained", "en", "bleu"): "regression", ("untrained", "zh", "bleu"): "regression"}
     table = (run_dir / "table.md").read_text()
     assert "worse than `greedy`" in table and table.count("▼") == 2 + 1  # two cells and the legend

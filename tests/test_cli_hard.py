@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from aigc_eval.cli import PROGRESS_INTERVAL_ENV, _LineProgress, _print_scores, _print_table, main
-from aigc_eval.metrics.base import SCORE_UNAVAILABLE, Score
-from aigc_eval.results import write_json, write_jsonl
+from aigc_eval.files import write_json, write_jsonl
+from aigc_eval.metrics.base import Score
 
 
 def _strict_loads(text: str) -> object:
@@ -39,23 +39,31 @@ def _undefined_perplexity() -> Score:
         "ppl|model:x",
         False,
         {"bits_per_byte": math.nan, "tokens": 0.0, "nll": 0.0},
-        {"low": math.nan, "high": math.inf, "mean": math.nan, "half_width": math.nan, "seed": 1},
+        {
+            "kind": "bootstrap-percentile",
+            "low": math.nan,
+            "high": math.inf,
+            "mean": math.nan,
+            "half_width": math.nan,
+            "seed": 1,
+        },
     )
 
 
-def test_score_to_dict_turns_undefined_values_into_null_with_a_reason() -> None:
-    out = _undefined_perplexity().to_dict()
-    assert out["score"] is None and "nan" in str(out[SCORE_UNAVAILABLE])
-    assert out["bits_per_byte"] is None and out["tokens"] == 0.0
-    assert out["ci"] == {"low": None, "high": None, "mean": None, "half_width": None, "seed": 1}
-    assert SCORE_UNAVAILABLE not in Score("bleu", 31.2, "sig").to_dict()
+def test_score_record_turns_undefined_values_into_null_with_a_reason() -> None:
+    out = _undefined_perplexity().to_record()
+    assert out.score is None and out.score_unavailable is not None and "nan" in out.score_unavailable
+    assert out.details["bits_per_byte"] is None and out.details["tokens"] == 0.0
+    assert out.ci is not None and (out.ci.low, out.ci.high, out.ci.mean, out.ci.half_width) == (None,) * 4
+    assert out.ci.seed == 1 and out.ci.kind == "bootstrap-percentile"
+    assert Score("bleu", 31.2, "sig").to_record().score_unavailable is None
 
 
 def test_score_json_output_is_strict_json(capsys) -> None:
-    _print_scores({"perplexity": _undefined_perplexity().to_dict()}, as_json=True)
+    _print_scores({"perplexity": _undefined_perplexity().to_record()}, as_json=True)
     out = _strict_loads(capsys.readouterr().out)
     assert out["perplexity"]["score"] is None  # type: ignore[index]
-    _print_scores({"perplexity": _undefined_perplexity().to_dict()}, as_json=False)
+    _print_scores({"perplexity": _undefined_perplexity().to_record()}, as_json=False)
     assert "perplexity  n/a (" in capsys.readouterr().out
 
 

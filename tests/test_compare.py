@@ -1,12 +1,13 @@
 """The regression gate on real run folders: a truly worse system is flagged, reruns of one system are
 not (false-positive rate near alpha), min_delta and corrections act as documented, unpaired runs are
-refused, results are deterministic across processes, and the reports parse."""
+refused, results are deterministic across processes, the reports parse, and runs are read only through
+``RunFolder`` (a folder whose caches hold what was just written is not read again)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -16,11 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.stats
-import yaml
 from sacrebleu.significance import PairedTest
 
-from aigc_eval import runner
-from aigc_eval.compare import (
+from aigc_eval.config import Regression
+from aigc_eval.errors import UserError
+from aigc_eval.gate import (
     CHANGED,
     IMPROVEMENT,
     NO_CHANGE,
@@ -31,18 +32,22 @@ from aigc_eval.compare import (
     parse_pair,
     with_overrides,
 )
-from aigc_eval.config import Regression, parse_suite
-from aigc_eval.data import load_task
-from aigc_eval.errors import UserError
+from aigc_eval.gate.runs import rows_array
 from aigc_eval.metrics.registry import build_metric
+from aigc_eval.record import (
+    Environment,
+    Provenance,
+    ResultEntry,
+    RunRecord,
+    SampleRecord,
+    StatsRecord,
+    TaskRecord,
+)
 from aigc_eval.report.compare import escape, format_delta, format_p, to_json, to_junit_xml, to_markdown
 from aigc_eval.report.tables import format_score
-from aigc_eval.runner import RowTaskOutcome, run_suite
-from aigc_eval.scoring import aggregate_with_intervals
+from aigc_eval.run_folder import RunFolder
 from aigc_eval.stats import benjamini_hochberg, holm
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_MODEL = REPO / "suites" / "models" / "demo-gpt2"
 WORDS = [f"w{i}" for i in range(80)]
 FAST = {"n_trials": 1000}  # fewer trials than the default 10,000 keeps the file fast
 
@@ -58,55 +63,83 @@ def noisy(refs: list[str], p: float, seed: int) -> list[str]:
     return [" ".join(w if rnd.random() > p else rnd.choice(WORDS) for w in r.split()) for r in refs]
 
 
-def write_task(path: Path, refs: list[str]) -> Path:
-    lines = [
-        json.dumps({"id": f"s{i:03d}", "prompt": f"say {i}", "reference": r}) for i, r in enumerate(refs)
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def make_run(
     folder: Path,
-    data: dict[str, Path],
+    data: dict[str, list[str]],
     systems: dict[str, dict[str, list[str]]],
     metrics: list[Any] | None = None,
     regression: dict[str, Any] | None = None,
     n_resamples: int = 200,
     limit: int | None = None,
 ) -> Path:
-    """A run folder written by the real runner code, from given predictions (model -> task -> texts)."""
-    suite = parse_suite(
-        {
-            "name": "synthetic",
-            "models": [{"name": m, "path": "unused"} for m in systems],
-            "tasks": [{"name": t, "data": str(p), "id_field": "id", "lang": "en"} for t, p in data.items()],
-            "metrics": metrics or ["bleu", "chrf"],
-            "intervals": {"n_resamples": n_resamples},
-            "regression": {**FAST, **(regression or {})},
-        }
-    )
-    tasks = [load_task(t, folder, limit) for t in suite.tasks]
-    outcomes = []
+    """A run folder of given predictions (model -> task -> texts) on tasks of given references, written
+    through ``RunFolder`` from the metrics' own rows and scores (``sample_stats``, ``aggregate``)."""
+    specs = [m if isinstance(m, dict) else {"name": m} for m in metrics or ["bleu", "chrf"]]
+    suite = {
+        "name": "synthetic",
+        "intervals": {"n_resamples": n_resamples},
+        "regression": {**FAST, **(regression or {})},
+        "metrics": specs,
+    }
+    results, samples, stats = [], [], []
     for model, by_task in systems.items():
-        for task in tasks:
-            predictions = by_task[task.task.name][: len(task.examples)]
-            refs = [list(e.references) for e in task.examples]
-            outcome = RowTaskOutcome(model, task.task.name, predictions)
-            for spec in suite.metrics:
-                metric = build_metric(spec.name, spec.options, lang=task.lang)
-                rows = metric.sample_stats(predictions, refs)
-                outcome.stats.append(rows)
-                outcome.scores.update(aggregate_with_intervals(metric, rows, n_resamples=0))
-                outcome.sample_scores.update(metric.sample_scores(rows))
-            outcomes.append(outcome)
-    run_dir = folder / f"run{len(list(folder.glob('run*')))}"
-    run_dir.mkdir(parents=True)
-    models = {m: {"model": m} for m in systems}
-    with pytest.MonkeyPatch.context() as patch:  # provenance (git, package versions) is slow and unused here
-        patch.setattr(runner, "environment", dict)
-        runner.write_run_outputs(run_dir, suite, suite.config_hash(), tasks, models, outcomes, limit)
-    return run_dir
+        for task, refs in data.items():
+            n = min(len(refs), limit or len(refs))
+            ids, predictions, references = [f"s{i:03d}" for i in range(n)], by_task[task][:n], refs[:n]
+            scores, per_sample = {}, {}
+            for index, spec in enumerate(specs):
+                options = {k: v for k, v in spec.items() if k != "name"}
+                metric = build_metric(spec["name"], options, lang="en")
+                rows = metric.sample_stats(predictions, [[r] for r in references])
+                scores.update({k: s.to_record() for k, s in metric.aggregate(rows).items()})
+                per_sample.update(metric.sample_scores(rows))
+                stats.append(
+                    StatsRecord(
+                        model=model,
+                        task=task,
+                        metric_index=index,
+                        metric=spec["name"],
+                        options=options,
+                        lang="en",
+                        ids=ids,
+                        rows=rows.tolist(),
+                    )
+                )
+            results.append(ResultEntry(model=model, task=task, n=n, metrics=scores))
+            samples += [
+                SampleRecord(
+                    model=model,
+                    task=task,
+                    id=ids[i],
+                    prompt=f"say {i}",
+                    prediction=predictions[i],
+                    references=[references[i]],
+                    scores={k: v[i] for k, v in per_sample.items()},
+                )
+                for i in range(n)
+            ]
+    content = {t: hashlib.sha256(json.dumps(refs).encode()).hexdigest() for t, refs in data.items()}
+    record = RunRecord(
+        run_id=f"run{len(list(folder.glob('run*')))}",
+        suite_name="synthetic",
+        config_hash="0" * 16,
+        finished="2026-01-01T00:00:00+00:00",
+        limit=limit,
+        suite=suite,
+        environment=Environment(python="3", platform="test"),
+        models={m: Provenance(backend="hf", model=m) for m in systems},
+        tasks={
+            t: TaskRecord(kind="text", path=f"{t}.jsonl", content_hash=content[t], n=len(data[t]), lang="en")
+            for t in data
+        },
+        results=results,
+    )
+    run = RunFolder(folder / record.run_id)
+    run.path.mkdir(parents=True)
+    run.write_record(record)
+    run.write_stats(stats)
+    run.write_samples(samples)
+    return run.path
 
 
 def entry(comparison: Comparison, metric: str, task: str = "en"):
@@ -118,7 +151,7 @@ def good_bad(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     """A baseline and a truly worse current system (many more words replaced) on 150 samples."""
     folder = tmp_path_factory.mktemp("good_bad")
     refs = sentences(150, seed=1)
-    data = {"en": write_task(folder / "en.jsonl", refs)}
+    data = {"en": refs}
     worse = noisy(refs, 0.45, seed=3)
     worse[0] = "a|b\nnew line"  # user text a table must escape
     baseline = make_run(folder, data, {"m": {"en": noisy(refs, 0.15, seed=2)}})
@@ -145,15 +178,20 @@ def test_object_and_mean_rows_round_trip(tmp_path: Path) -> None:
     """ROUGE (mean rows) and descriptors (n-gram object rows) re-aggregate from stats.jsonl to the
     saved scores; shorter outputs change `length`, which has no better direction: reported, not gated."""
     refs = sentences(40, seed=4)
-    data = {"en": write_task(tmp_path / "en.jsonl", refs)}
+    data = {"en": refs}
     shorter = [" ".join(s.split()[:-3]) for s in noisy(refs, 0.5, seed=2)]
     metrics = [{"name": "rouge", "rouge_types": ["rouge1", "rougeL"]}, "descriptors"]
     regression = {"n_trials": 200}
     baseline = make_run(tmp_path, data, {"m": {"en": noisy(refs, 0.1, 1)}}, metrics, regression, 50)
     current = make_run(tmp_path, data, {"m": {"en": shorter}}, metrics, regression, 50)
     comparison = compare_runs(baseline, current)
-    saved = json.loads((current / "results.json").read_text())["results"][0]["metrics"]
-    assert {e.metric: e.current for e in comparison.entries} == {k: v["score"] for k, v in saved.items()}
+    folder = RunFolder.open(current)
+    saved = folder.read_record().results[0].metrics
+    assert {e.metric: e.current for e in comparison.entries} == {k: v.score for k, v in saved.items()}
+    for stats in folder.read_stats():  # object rows (n-grams) and mean rows re-aggregate to the saved scores
+        metric = build_metric(stats.metric, stats.options, stats.lang)
+        rebuilt = metric.aggregate(rows_array(stats.rows))
+        assert {k: s.score for k, s in rebuilt.items()} == {k: saved[k].score for k in rebuilt}
     assert entry(comparison, "rouge1").verdict == entry(comparison, "rougeL").verdict == REGRESSION
     length = entry(comparison, "length")
     assert length.higher_is_better is None and length.delta < 0 and length.verdict == CHANGED
@@ -172,9 +210,9 @@ def test_paired_tests_and_delta_interval_match_sacrebleu(good_bad: tuple[Path, P
     """Compare's uncorrected p equals sacrebleu's PairedTest, and its delta interval is the percentile
     bootstrap of the paired difference with sacrebleu's index matrix."""
     _, baseline, current = good_bad
-    samples = [json.loads(line) for run in (baseline, current) for line in (run / "samples.jsonl").open()]
-    refs = [s["references"][0] for s in samples[:150]]
-    hyps = [[s["prediction"] for s in samples[:150]], [s["prediction"] for s in samples[150:]]]
+    samples = [s for run in (baseline, current) for s in RunFolder.open(run).read_samples()]
+    refs = [s.references[0] for s in samples[:150]]
+    hyps = [[s.prediction for s in samples[:150]], [s.prediction for s in samples[150:]]]
     for test in ("ar", "bootstrap"):
         # ties: strict is sacrebleu's count, for parity (the gate's default counts ties).
         regression = Regression(test=test, n_trials=500, correction="none", ties="strict")
@@ -214,7 +252,7 @@ def test_reruns_of_one_system_keep_false_positives_near_alpha(tmp_path: Path) ->
         folder = tmp_path / str(seed)
         folder.mkdir()
         refs = sentences(60, seed=10_000 + seed)
-        data = {"en": write_task(folder / "en.jsonl", refs)}
+        data = {"en": refs}
         runs = [
             make_run(
                 folder, data, {"m": {"en": noisy(refs, 0.3, seed=2 * seed + k)}}, ["bleu"], regression, 0
@@ -231,7 +269,7 @@ def test_reruns_of_one_system_keep_false_positives_near_alpha(tmp_path: Path) ->
 def test_one_changed_sample_is_not_a_regression(tmp_path: Path) -> None:
     """A greedy rerun whose output changed on one sample of 100 is noise, not a regression."""
     refs = sentences(100, seed=9)
-    data = {"en": write_task(tmp_path / "en.jsonl", refs)}
+    data = {"en": refs}
     same = noisy(refs, 0.3, seed=1)
     baseline = make_run(tmp_path, data, {"m": {"en": same}})
     current = make_run(tmp_path, data, {"m": {"en": ["something else", *same[1:]]}})
@@ -263,7 +301,7 @@ def test_min_delta_absolute_and_relative(good_bad: tuple[Path, Path, Path]) -> N
 
 def test_corrections_adjust_p_values_across_tasks_and_metrics(tmp_path: Path) -> None:
     refs_a, refs_b = sentences(80, seed=5), sentences(80, seed=6)
-    data = {"a": write_task(tmp_path / "a.jsonl", refs_a), "b": write_task(tmp_path / "b.jsonl", refs_b)}
+    data = {"a": refs_a, "b": refs_b}
     metrics = ["bleu", "chrf", "ter"]
     baseline = make_run(
         tmp_path, data, {"m": {"a": noisy(refs_a, 0.3, 1), "b": noisy(refs_b, 0.2, 2)}}, metrics
@@ -287,7 +325,7 @@ def test_corrections_adjust_p_values_across_tasks_and_metrics(tmp_path: Path) ->
 
 def test_suite_rules_are_the_default_and_unmatched_metrics_are_not_gated(tmp_path: Path) -> None:
     refs = sentences(40, seed=7)
-    data = {"en": write_task(tmp_path / "en.jsonl", refs)}
+    data = {"en": refs}
     regression = {"test": "bootstrap", "n_trials": 300, "rules": [{"metric": "bleu"}]}
     baseline = make_run(tmp_path, data, {"a": {"en": noisy(refs, 0.1, 1)}}, regression=regression)
     current = make_run(tmp_path, data, {"b": {"en": noisy(refs, 0.5, 2)}}, regression=regression)
@@ -302,14 +340,14 @@ def test_suite_rules_are_the_default_and_unmatched_metrics_are_not_gated(tmp_pat
 def test_unpaired_runs_are_refused(tmp_path: Path) -> None:
     refs = sentences(20, seed=8)
     systems = {"m": {"en": noisy(refs, 0.2, 1)}, "n": {"en": noisy(refs, 0.2, 2)}}
-    data = {"en": write_task(tmp_path / "en.jsonl", refs)}
+    data = {"en": refs}
     baseline = make_run(tmp_path, data, systems)
     fewer = make_run(tmp_path, data, systems, limit=15)
     with pytest.raises(UserError, match=r"task 'en': the runs are not paired: their sample ids differ"):
         compare_runs(baseline, fewer)
     other = tmp_path / "other"
     other.mkdir()
-    changed = make_run(other, {"en": write_task(other / "en.jsonl", [*refs[:-1], "x"])}, systems)
+    changed = make_run(other, {"en": [*refs[:-1], "x"]}, systems)
     with pytest.raises(UserError, match=r"task 'en': the runs are not paired: its data file differs"):
         compare_runs(baseline, changed)
     renamed = make_run(tmp_path, data, {"p": systems["m"], "q": systems["n"]})
@@ -331,7 +369,7 @@ def test_same_inputs_and_seed_give_the_same_numbers_across_processes(
     first = _numbers(compare_runs(baseline, current))
     assert first == _numbers(compare_runs(baseline, current))
     code = (
-        "import json, sys; from aigc_eval.compare import compare_runs; "
+        "import json, sys; from aigc_eval.gate import compare_runs; "
         "c = compare_runs(sys.argv[1], sys.argv[2]); "
         "print(json.dumps([(e.metric, e.p_value, e.p_corrected, e.ci_low, e.ci_high) for e in c.entries]))"
     )
@@ -377,41 +415,6 @@ def test_junit_and_json_outputs(good_bad: tuple[Path, Path, Path]) -> None:
     data = json.loads(json.dumps(to_json(comparison), allow_nan=False))
     assert data["has_regression"] and len(data["entries"]) == len(comparison.entries)
     assert data["entries"][0]["top_changes"][0]["id"].startswith("s")
-
-
-def test_real_runs_of_the_same_greedy_row_do_not_regress(tmp_path: Path) -> None:
-    """End to end with the demo model: a greedy row against itself is identical, so p is the smallest
-    possible and still nothing regresses: the delta rule, not p alone, decides."""
-    model = shutil.copytree(DEMO_MODEL, tmp_path / "model")  # one snapshot for both runs
-    suite = {
-        "name": "e2e",
-        "models": [
-            {
-                "name": "greedy",
-                "path": str(model),
-                "dtype": "float32",
-                "device": "cpu",
-                "generation": {"max_new_tokens": 8},
-            }
-        ],
-        "tasks": [
-            {"name": "en", "data": str(REPO / "suites/data/demo_en.jsonl"), "id_field": "id", "lang": "en"}
-        ],
-        "metrics": ["bleu", "chrf", {"name": "perplexity", "target": "references"}],
-        "intervals": {"n_resamples": 100},
-        "regression": {"n_trials": 500},
-    }
-    path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(suite), encoding="utf-8")
-    runs = [run_suite(path, tmp_path / name, limit=8) for name in ("base", "cur")]
-    comparison = compare_runs(*runs)
-    assert not comparison.has_regression
-    assert [e.metric for e in comparison.entries] == ["bleu", "chrf", "ref_perplexity"]
-    for e in comparison.entries:
-        assert e.delta == 0 and e.verdict == NO_CHANGE
-        # Identical outputs: every randomization trial ties the observed zero difference.
-        assert e.p_value == 1.0 and e.baseline_signature == e.current_signature
-    assert "**No regression**" in to_markdown(comparison)
 
 
 def test_cli_compare_exit_codes_and_files(good_bad: tuple[Path, Path, Path], tmp_path: Path, capsys) -> None:

@@ -1,141 +1,65 @@
-"""The regression gate on suites that mix text rows and image rows, as the demo does: a row is compared on
-the tasks it ran, image metrics get a permutation test on the generated images' saved features, a real
-FID regression (degraded vs faithful images) is flagged and identical or same-generator runs are not."""
+"""The regression gate on a suite that mixes text rows and image rows, on copies of a real demo run: a row
+is compared on the tasks it ran, image metrics get a permutation test over the generated images' saved
+feature rows (through the same code as text metrics), a real FID regression (degraded vs faithful images)
+is flagged, identical runs are not, and one correction spans text and image p-values."""
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from aigc_eval.cli import main
-from aigc_eval.compare import NO_CHANGE, NOT_TESTED, REGRESSION, compare_runs
-from aigc_eval.image_scoring import ResampledStatistic
-from aigc_eval.metrics import image as im
+import aigc_eval
+from aigc_eval.config import Regression
+from aigc_eval.gate import NO_CHANGE, NOT_TESTED, REGRESSION, UNPAIRED_TEST, compare_runs
+from aigc_eval.image_scoring import stored_image_metrics
+from aigc_eval.run_folder import RunFolder
+from aigc_eval.stats import holm
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGES = REPO / "suites" / "data" / "images"
-N_IMAGES = 24
 
-
-def _list_file(path: Path, folder: Path, start: int = 0) -> Path:
-    files = sorted(folder.glob("*.png"))[start : start + N_IMAGES]
-    path.write_text("".join(f"{f}\n" for f in files), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """24-image slices of the demo's image sets, with one feature cache for the whole module."""
-    folder = tmp_path_factory.mktemp("sets")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIGC_EVAL_CACHE_DIR", str(folder / "cache"))
-        yield {
-            "reference": _list_file(folder / "reference.txt", IMAGES / "reference"),
-            "faithful": _list_file(folder / "faithful.txt", IMAGES / "gen-faithful"),
-            "faithful-other": _list_file(folder / "faithful-other.txt", IMAGES / "gen-faithful", N_IMAGES),
-            "degraded": _list_file(folder / "degraded.txt", IMAGES / "gen-degraded"),
-        }
-
-
-def _trimmed_demo(tmp_path: Path, sets: dict[str, Path]) -> Path:
-    """suites/demo.yaml cut down: one text row, both image rows, one text task and the image task."""
-    suite = yaml.safe_load((REPO / "suites" / "demo.yaml").read_text(encoding="utf-8"))
-    suite["models"] = [m for m in suite["models"] if m["name"] == "demo-greedy" or m.get("backend")]
-    for row in suite["models"]:
-        if row.get("backend") == "images":
-            row["images"] = {
-                "shapes": str(sets["faithful" if row["name"].startswith("faithful") else "degraded"])
-            }
-        else:
-            row["path"] = str(REPO / "suites" / row["path"])
-    suite["tasks"] = [t for t in suite["tasks"] if t["name"] in ("en", "shapes")]
-    for task in suite["tasks"]:
-        if task["name"] == "en":
-            task["data"] = str(REPO / "suites" / task["data"])
-        else:
-            task["reference"] = str(sets["reference"])
-    suite["metrics"] = ["bleu", "chrf"]
-    suite["regression"]["n_trials"] = 300
-    suite["intervals"] = {"n_resamples": 200}
-    path = tmp_path / "demo.yaml"
-    path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def _image_suite(tmp_path: Path, name: str, generated: Path, reference: Path) -> Path:
-    suite = {
-        "name": "gen",
-        "models": [{"name": "gen", "backend": "images", "images": {"shapes": str(generated)}}],
-        "tasks": [
-            {
-                "name": "shapes",
-                "kind": "image",
-                "reference": str(reference),
-                "backbone": "efficientnet-lite0",
-                "image_metrics": ["fid", "kid", "precision", "recall", "density", "coverage"],
-            }
-        ],
-        "metrics": ["bleu"],
-        "intervals": {"n_resamples": 200},
-        "regression": {"n_trials": 300},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(suite), encoding="utf-8")
-    return path
-
-
-def _run(suite: Path, out: Path, *extra: str) -> tuple[int, Path]:
-    code = main(["run", str(suite), "--output-dir", str(out), "--quiet", *extra])
-    return code, max((out / yaml.safe_load(suite.read_text())["name"]).iterdir())
-
-
-def test_demo_suite_compares_with_itself_and_as_a_baseline(
-    tmp_path: Path, sets: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    suite = _trimmed_demo(tmp_path, sets)
-    code, run = _run(suite, tmp_path / "out", "--limit", "8")
-    assert code == 0
-    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
-    image_entry = next(e for e in results["results"] if e["model"] == "faithful-generator")
-    assert image_entry["n"] == N_IMAGES and image_entry["device"] == "cpu"
-    assert (run / image_entry["features"]["generated"]).is_file()
-    assert (run / image_entry["features"]["reference"]).is_file()
-
-    report = tmp_path / "compare.json"
-    assert main(["compare", str(run), str(run), "--json", str(report)]) == 0
-    entries = json.loads(report.read_text(encoding="utf-8"))["entries"]
-    images = [e for e in entries if e["task"] == "shapes"]
-    # Both image rows on the image task, each of its 6 metrics tested; the text row only on "en".
-    assert {e["current_model"] for e in images} == {"faithful-generator", "degraded-generator"}
-    assert len(images) == 12 and all(e["p_value"] == 1.0 and e["verdict"] == NO_CHANGE for e in images)
-    assert all(e["method"].startswith("permutation test") for e in images)
-    assert {(e["current_model"], e["task"]) for e in entries if e["task"] != "shapes"} == {
-        ("demo-greedy", "en")
-    }
-
-    capsys.readouterr()
-    code, second = _run(suite, tmp_path / "out", "--limit", "8", "--baseline", str(run))
-    assert code == 0 and second != run
-    assert "No regression" in capsys.readouterr().out
+IMAGE_OUTPUTS = [
+    "fd_efficientnet-lite0",
+    "kd_efficientnet-lite0",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+]
+FAST = Regression(n_trials=300)  # enough trials that 6 Holm-corrected tests can reach alpha
 
 
 @pytest.fixture(scope="module")
-def image_runs(tmp_path_factory: pytest.TempPathFactory, sets: dict[str, Path]) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("image_runs")
-    runs = {}
-    for name in ("faithful", "faithful-other", "degraded"):
-        suite = _image_suite(folder, name, sets[name], sets["reference"])
-        code, runs[name] = _run(suite, folder / name)
-        assert code == 0
-    return runs
+def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two copies of a demo run (text trimmed to 4 examples, all images), with 100 bootstrap resamples
+    instead of 1,000 (keeps the file fast)."""
+    folder = tmp_path_factory.mktemp("demo")
+    run = aigc_eval.run(REPO / "suites" / "demo.yaml", output_dir=folder / "reports", limit=4)
+    copies = shutil.copytree(run.path, folder / "a"), shutil.copytree(run.path, folder / "b")
+    for path in copies:
+        run = RunFolder.open(path)
+        record = run.read_record()
+        suite = {**record.suite, "intervals": {**record.suite["intervals"], "n_resamples": 100}}
+        run.write_record(record.model_copy(update={"suite": suite}))
+    return copies
 
 
-def test_degraded_images_are_an_fid_regression(image_runs: dict[str, Path]) -> None:
-    comparison = compare_runs(image_runs["faithful"], image_runs["degraded"])
+def test_demo_run_compares_with_its_copy(demo_runs: tuple[Path, Path]) -> None:
+    comparison = compare_runs(*demo_runs, FAST)
+    images = [e for e in comparison.entries if e.task == "shapes"]
+    # Both image rows on the image task, each of its 6 metrics tested; text rows only on text tasks.
+    assert {e.current_model for e in images} == {"faithful-generator", "degraded-generator"}
+    assert [e.metric for e in images] == IMAGE_OUTPUTS * 2
+    assert all(e.p_value == 1.0 and e.verdict == NO_CHANGE and e.delta == 0 for e in images)
+    assert all(e.method == f"{UNPAIRED_TEST} (100 + 100 generated images)" for e in images)
+    assert {e.task for e in comparison.entries if e.current_model.startswith("demo")} == {"en", "zh"}
+    assert len(comparison.entries) == 48 + 12 and not comparison.has_regression
+
+
+def test_degraded_images_are_an_fid_regression(demo_runs: tuple[Path, Path]) -> None:
+    comparison = compare_runs(*demo_runs, FAST, pairs=[("faithful-generator", "degraded-generator")])
     fid = next(e for e in comparison.entries if e.metric == "fd_efficientnet-lite0")
     assert fid.verdict == REGRESSION and fid.delta > 0 and fid.higher_is_better is False
     assert fid.p_value == pytest.approx(1 / 301)  # no reshuffle of the pooled images is as extreme
@@ -144,48 +68,40 @@ def test_degraded_images_are_an_fid_regression(image_runs: dict[str, Path]) -> N
     assert coverage.verdict == REGRESSION and coverage.ci_low is None  # no bootstrap for k-NN coverage
 
 
-def test_other_images_of_the_same_generator_are_not_flagged(
-    image_runs: dict[str, Path], tmp_path: Path
-) -> None:
-    comparison = compare_runs(image_runs["faithful"], image_runs["faithful-other"])
-    assert [e.verdict for e in comparison.entries] == [NO_CHANGE] * 6
-    assert all(e.p_value is not None and e.p_value > 0.05 for e in comparison.entries)
-    assert main(["compare", str(image_runs["faithful"]), str(image_runs["degraded"])]) == 1
+def test_one_correction_spans_text_and_image_p_values(demo_runs: tuple[Path, Path]) -> None:
+    pairs = [("demo-greedy", "demo-sample"), ("faithful-generator", "degraded-generator")]
+    by = {
+        c: compare_runs(*demo_runs, FAST.model_copy(update={"correction": c}), pairs)
+        for c in ("none", "holm")
+    }
+    raw = [e.p_value for e in by["none"].entries]
+    assert {e.task for e in by["none"].entries} == {"en", "zh", "shapes"} and None not in raw
+    assert [e.p_corrected for e in by["holm"].entries] == holm(raw)
+
+
+def test_image_rows_pool_to_their_recorded_scores(demo_runs: tuple[Path, Path]) -> None:
+    """The contract compare relies on: an image metric's pooled statistic over all of a run's rows is the
+    score the run recorded (the permutation test's observed delta is the reported delta)."""
+    folder = RunFolder.open(demo_runs[0])
+    record = folder.read_record()
+    for row in ("faithful-generator", "degraded-generator"):
+        scores = record.entry(row, "shapes").metrics
+        stored = stored_image_metrics(folder, record, row, "shapes")
+        assert [name for s in stored for name in s.metric.outputs] == IMAGE_OUTPUTS
+        for s in stored:
+            assert not s.metric.paired and s.ids is None and len(s.rows) == 100
+            values = s.metric.pooled(s.rows)(np.arange(len(s.rows)))
+            for name in s.metric.outputs:
+                assert values[name] == pytest.approx(scores[name].value, rel=1e-6, abs=1e-12)
 
 
 def test_runs_without_saved_features_are_not_tested_with_the_reason(
-    image_runs: dict[str, Path], tmp_path: Path
+    demo_runs: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    old = tmp_path / "old"
-    old.mkdir()
-    results = json.loads((image_runs["faithful"] / "results.json").read_text(encoding="utf-8"))
-    for entry in results["results"]:
-        entry.pop("features")
-    (old / "results.json").write_text(json.dumps(results), encoding="utf-8")
-    for name in ("samples.jsonl", "stats.jsonl"):
-        (old / name).write_text("", encoding="utf-8")
-    comparison = compare_runs(old, image_runs["faithful"])
-    assert all(e.verdict == NOT_TESTED and "keeps no image features" in e.note for e in comparison.entries)
-
-
-def test_resampled_statistics_equal_the_metrics_on_the_drawn_set() -> None:
-    rng = np.random.default_rng(1)
-    pooled = rng.normal(0.2, 1.0, size=(60, 12))
-    reference = im.FeatureSet.from_features(rng.normal(0.0, 1.0, size=(30, 12)))
-    draw = rng.permutation(60)[:30]
-    chosen = pooled[draw]
-    expected = {
-        "fid": im.frechet_distance_of_sets(im.FeatureSet.from_features(chosen), reference),
-        "kid": im.kernel_inception_distance(chosen, reference.features, n_subsets=3, seed=0)[0],
-        "precision": im.precision_recall(chosen, reference.features)[0],
-        "recall": im.precision_recall(chosen, reference.features)[1],
-        "density": im.density_coverage(chosen, reference.features)[0],
-        "coverage": im.density_coverage(chosen, reference.features)[1],
-    }
-    for metric, value in expected.items():
-        assert ResampledStatistic(metric, pooled, reference, None)(draw) == pytest.approx(value, rel=1e-9)
-    # A stats-only reference (pytorch-fid's mu/sigma) still gives FID through its covariance factor.
-    stats_only = im.FeatureSet(reference.mu, reference.sigma, None)
-    assert ResampledStatistic("fid", pooled, stats_only, None)(draw) == pytest.approx(
-        expected["fid"], rel=1e-9
-    )
+    old = RunFolder(shutil.copytree(demo_runs[0], tmp_path / "old"))
+    record = old.read_record()
+    results = [r.model_copy(update={"features": None}) for r in record.results]
+    old.write_record(record.model_copy(update={"results": results}))
+    comparison = compare_runs(old.path, demo_runs[1], FAST, pairs=[("faithful-generator",) * 2])
+    assert [e.metric for e in comparison.entries] == IMAGE_OUTPUTS
+    assert all(e.verdict == NOT_TESTED and "features" in e.note for e in comparison.entries)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from aigc_eval.backends.images import ImagesRow
 from aigc_eval.config import load_suite, parse_suite
 from aigc_eval.errors import UserError
 
@@ -84,12 +85,14 @@ def test_image_tasks_and_rows_are_checked() -> None:
     image_task = {"name": "shapes", "kind": "image", "reference": "ref/"}
     rows = [{"name": "gen", "backend": "images", "images": {"shapes": "gen/"}}]
     suite = parse_suite(_with(models=rows, tasks=[image_task]))
-    assert suite.tasks[0].image_metrics == ["fid", "kid"] and suite.models[0].path is None
-    with pytest.raises(UserError, match=r"models\[0\]\.path: required for backend hf"):
+    assert suite.tasks[0].image_metrics == ["fid", "kid"] and isinstance(suite.models[0], ImagesRow)
+    with pytest.raises(UserError, match=r"models\[0\]\.path: required key is missing"):
         parse_suite(_with(models=[{"name": "m"}]), "s.yaml")
     with pytest.raises(UserError, match=r"models\[0\]\.images: \['text'\] are not image tasks"):
         parse_suite(_with(models=[{"name": "g", "backend": "images", "images": {"text": "x"}}]), "s.yaml")
     with pytest.raises(UserError, match=r"tasks\[0\]\.reference: required for an image task"):
         parse_suite(_with(tasks=[{"name": "shapes", "kind": "image"}]), "s.yaml")
-    with pytest.raises(UserError, match=r"tasks\[0\]\.image_metrics\[0\]: Input should be 'fid'"):
+    with pytest.raises(
+        UserError, match=r"tasks\[0\]\.image_metrics\[0\]: 'fdi' is not an image metric; image metrics: .*fid"
+    ):
         parse_suite(_with(tasks=[{**image_task, "image_metrics": ["fdi"]}]), "s.yaml")

@@ -19,6 +19,9 @@ from aigc_eval.cli import main
 from aigc_eval.errors import UserError
 from aigc_eval.images import load_stats
 from aigc_eval.metrics import image as im
+from aigc_eval.metrics.base import MetricContext
+from aigc_eval.metrics.image.exact import accurate_product
+from aigc_eval.metrics.registry import build_metric
 
 CONDITIONS = [1.0, 1e3, 1e6, 1e9, 1e12]
 DIM = 8
@@ -124,7 +127,7 @@ def test_accurate_product_is_exact_where_float64_cancels() -> None:
     """The refinement's Vᵀ Σ V: entries of size 1 from terms of size 1e12, to ~1e-15 relative."""
     sigma = rotated_covariance(1e12, seed=1)
     vectors = linalg.eigh(sigma)[1]
-    high, low = im._accurate_product(vectors.T, list(im._accurate_product(sigma, [vectors])))
+    high, low = accurate_product(vectors.T, list(accurate_product(sigma, [vectors])))
     with mp.workdps(60):
         exact = mp.matrix(vectors.tolist()).T * mp.matrix(sigma.tolist()) * mp.matrix(vectors.tolist())
         expected = np.array([[float(exact[i, j]) for j in range(DIM)] for i in range(DIM)])
@@ -223,9 +226,11 @@ def test_pytorch_fid_statistics_give_strict_json(tmp_path: Path) -> None:
         warnings.simplefilter("ignore")
         assert _score_json(tmp_path / "gen.npz", tmp_path / "pfid.npz", out) == 0
     payload = json.loads(out.read_text(), parse_constant=_raise_on_constant)
-    assert payload["fid"]["n_generated"] == 40 and payload["fid"]["n_reference"] is None
+    details = payload["fid"]["details"]
+    assert details["n_generated"] == 40 and details.get("n_reference") is None
     a = im.FeatureSet.from_features(gen)
-    score = im.fid_score(im.FeatureSet(a.mu, a.sigma, None), a, "inception-v3-tf", "o")
+    metric = build_metric("fid", context=MetricContext(reference=a, origin="o"))
+    (score,) = metric.score_set(im.FeatureSet(a.mu, a.sigma, None)).values()
     assert score.details == {"n_generated": None, "n_reference": 40.0}
 
 

@@ -215,7 +215,9 @@ def test_hf_backbones_explain_bad_paths(tiny_vision_dirs: dict[str, Path], tmp_p
 
 def test_cmmd_end_to_end_with_tiny_clip(tiny_vision_dirs: dict[str, Path], tmp_path: Path) -> None:
     gen = write_images(tmp_path / "gen", images(6, seed=5))
-    scores = score_images(gen, gen, ["cmmd"], "clip", str(tiny_vision_dirs["clip"]), "cpu", tmp_path / "c")
+    scores = score_images(
+        gen, gen, ["cmmd"], "clip", str(tiny_vision_dirs["clip"]), "cpu", tmp_path / "c"
+    ).scores
     assert scores["cmmd"].score == pytest.approx(0.0, abs=1e-9)
     assert scores["cmmd"].signature.startswith("cmmd|backbone:clip|weights:")
 
@@ -234,8 +236,8 @@ class MeanColour(Backbone):
     preprocessing = "mean-std"
     batch_size = 4
 
-    def __init__(self) -> None:
-        super().__init__("cpu")
+    def __init__(self, path: str | None = None, device: str = "cpu") -> None:
+        super().__init__(device)
         self.seen = 0
 
     def _load(self) -> None:
@@ -300,14 +302,15 @@ def test_save_stats_round_trip_and_cached_reload_without_loading_the_network(tmp
         warnings.simplefilter("ignore", SampleSizeWarning)
         from_npz = score_images(
             tmp_path / "ref.npz", tmp_path / "ref.npz", ["fid", "is"], "efficientnet-lite0"
-        )
+        ).scores
         from_folder = score_images(
             folder, tmp_path / "ref.npz", ["fid", "is"], "efficientnet-lite0", cache_dir=cache
-        )
-    assert from_npz["fid"].score == 0.0 and from_folder["fid"].score == 0.0
-    assert from_npz["is"].score == from_folder["is"].score > 1.0
-    assert from_npz["is"].name == "is_efficientnet-lite0" and from_npz["fid"].name == "fd_efficientnet-lite0"
-    assert from_npz["fid"].signature == from_folder["fid"].signature
+        ).scores
+    fd, inception = "fd_efficientnet-lite0", "is_efficientnet-lite0"
+    assert from_npz[fd].score == 0.0 and from_folder[fd].score == 0.0
+    assert from_npz[inception].score == from_folder[inception].score > 1.0
+    assert from_npz[inception].name == inception and from_npz[fd].name == fd
+    assert from_npz[fd].signature == from_folder[fd].signature
 
 
 # ---------------------------------------------------------------- demo sets
@@ -326,10 +329,10 @@ def test_demo_faithful_generator_beats_the_degraded_one(tmp_path: Path) -> None:
         good, bad = (
             score_images(
                 lists[name], lists["reference"], metrics, "efficientnet-lite0", None, "cpu", tmp_path / "c"
-            )
+            ).scores
             for name in ("gen-faithful", "gen-degraded")
         )
-    assert good["fid"].score < bad["fid"].score
-    assert good["kid"].score < bad["kid"].score
+    assert good["fd_efficientnet-lite0"].score < bad["fd_efficientnet-lite0"].score
+    assert good["kd_efficientnet-lite0"].score < bad["kd_efficientnet-lite0"].score
     for name in ("precision", "density", "coverage"):
         assert good[name].score > bad[name].score, name

@@ -177,7 +177,7 @@ def _stats_pair(tmp_path: Path, dim: int = 6) -> tuple[Path, Path, np.ndarray, n
 def test_score_images_from_two_feature_files(tmp_path: Path) -> None:
     gen_path, ref_path, gen, ref = _stats_pair(tmp_path)
     metrics = ["fid", "kid", "precision", "recall", "density", "coverage", "fid_inf"]
-    scores = score_images(gen_path, ref_path, metrics, cache_dir=False)
+    scores = score_images(gen_path, ref_path, metrics, cache_dir=False).scores
     assert list(scores) == metrics
     g, r = im.FeatureSet.from_features(gen), im.FeatureSet.from_features(ref)
     assert scores["fid"].score == im.frechet_distance_of_sets(g, r)  # sets with features: sample factors
@@ -195,7 +195,7 @@ def test_score_images_rejects_mismatched_or_thin_statistics(tmp_path: Path) -> N
     gen_path, ref_path, _, ref = _stats_pair(tmp_path)
     np.savez(tmp_path / "pfid.npz", mu=ref.mean(0), sigma=np.cov(ref, rowvar=False))
     with pytest.warns(UserWarning, match="carry no provenance"):
-        fid = score_images(gen_path, tmp_path / "pfid.npz", ["fid"], cache_dir=False)["fid"]
+        fid = score_images(gen_path, tmp_path / "pfid.npz", ["fid"], cache_dir=False).scores["fid"]
     assert fid.signature.endswith("|n_gen:40|n_ref:unknown|trace:eigh|dtype:float64|draws:5x8|seed:0")
     assert "stats:external-npz" in fid.signature
     with pytest.raises(
@@ -216,7 +216,10 @@ def test_score_images_checks_sample_counts_per_metric(tmp_path: Path) -> None:
     meta = {key: np.array(value) for key, value in load_stats(gen_path)[1].items()}
     np.savez(tmp_path / "five.npz", features=ref[:5], **{f"meta_{k}": v for k, v in meta.items()})
     assert (
-        score_images(gen_path, tmp_path / "five.npz", ["precision"], cache_dir=False)["precision"].score >= 0
+        score_images(gen_path, tmp_path / "five.npz", ["precision"], cache_dir=False)
+        .scores["precision"]
+        .score
+        >= 0
     )
     with pytest.raises(UserError, match=r"five\.npz: 5 images; density need more than 5"):
         score_images(gen_path, tmp_path / "five.npz", ["density"], cache_dir=False)

@@ -12,6 +12,18 @@ from scipy import linalg
 from torch import nn
 
 from aigc_eval.metrics import image as im
+from aigc_eval.metrics.base import MetricContext
+from aigc_eval.metrics.image import kernel
+from aigc_eval.metrics.image.base import ImageMetric
+from aigc_eval.metrics.registry import build_metric
+
+
+def image_metric(name: str, backbone: str, ref: im.FeatureSet, origin: str, seed: int = 0) -> ImageMetric:
+    """A registered image metric with the reference side and the origin in its context."""
+    context = MetricContext(reference=ref, origin=origin)
+    metric = build_metric(name, {"backbone": backbone, "seed": seed}, context=context)
+    assert isinstance(metric, ImageMetric)
+    return metric
 
 
 class Passthrough(nn.Module):
@@ -121,7 +133,7 @@ def test_kid_equals_torchmetrics_on_the_same_subsets() -> None:
 def test_kid_precomputed_and_per_subset_kernels_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     gen, ref = random_sets(120, 90, 16, seed=5)
     fast = im.kernel_inception_distance(gen, ref, n_subsets=10, subset_size=50, seed=4)
-    monkeypatch.setattr(im, "_KID_PRECOMPUTE_MAX", 0)
+    monkeypatch.setattr(kernel, "_KID_PRECOMPUTE_MAX", 0)
     direct = im.kernel_inception_distance(gen, ref, n_subsets=10, subset_size=50, seed=4)
     assert direct == pytest.approx(fast, rel=1e-12)
     assert fast[2] == 50
@@ -202,7 +214,7 @@ def test_manifold_metrics_of_a_set_with_itself() -> None:
 def test_knn_radii_blocks_agree_with_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     points = np.random.default_rng(1).standard_normal((40, 5))
     whole = im.knn_radii(points, 3)
-    monkeypatch.setattr(im, "_BLOCK_ENTRIES", 7 * 40)  # blocks of 7 rows
+    monkeypatch.setattr(kernel, "_BLOCK_ENTRIES", 7 * 40)  # blocks of 7 rows
     np.testing.assert_array_equal(im.knn_radii(points, 3), whole)
     assert im.precision_recall(points[:20], points[20:]) == im.precision_recall(points[:20], points[20:])
 
@@ -240,7 +252,8 @@ def test_fid_infinity_points_equal_frechet_distance_of_the_same_subsets() -> Non
     r = im.FeatureSet.from_features(ref)
     _, sizes, fids = im.fid_infinity(gen, r.mu, r.sigma, seed=5)
     small_ref = im.FeatureSet.from_features(ref[:40])  # N < d: the reference factor from its samples
-    score = im.fid_inf_score(im.FeatureSet.from_features(gen), small_ref, "inception-v3-tf", "o", seed=5)
+    metric = image_metric("fid_inf", "inception-v3-tf", small_ref, "o", seed=5)
+    (score,) = metric.aggregate(gen).values()
     np.testing.assert_allclose(
         score.score, im.fid_infinity(gen, small_ref.mu, small_ref.sigma, seed=5)[0], rtol=1e-7
     )
@@ -255,14 +268,14 @@ def test_scores_carry_signature_counts_and_sample_size_warning() -> None:
     g, r = im.FeatureSet.from_features(gen), im.FeatureSet.from_features(ref)
     origin = "backbone:inception-v3-tf|weights:7ff4a85c3a63|resize:pil-bicubic-299"
     with pytest.warns(im.SampleSizeWarning, match="30 images < 64 feature dimensions"):
-        score = im.fid_score(g, r, "inception-v3-tf", origin)
+        score = image_metric("fid", "inception-v3-tf", r, origin).aggregate(gen)["fid"]
     assert score.name == "fid" and score.higher_is_better is False
     assert score.signature.startswith(f"fid|{origin}|n_gen:30|n_ref:40")
     assert score.details == {"n_generated": 30.0, "n_reference": 40.0}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", im.SampleSizeWarning)
-        other = im.fid_score(g, r, "efficientnet-lite0", origin)
+        other = image_metric("fid", "efficientnet-lite0", r, origin).aggregate(gen)["fd_efficientnet-lite0"]
     assert other.name == "fd_efficientnet-lite0" and other.score == score.score
-    kid = im.kid_score(g, r, "inception-v3-tf", origin, n_subsets=3)
+    kid = image_metric("kid", "inception-v3-tf", r, origin, seed=4).score_set(g)["kid"]
     assert kid.details["subset_size"] == 30 and "std" in kid.details
-    assert "|subsets:3|subset_size:30|seed:0" in kid.signature
+    assert "|subsets:100|subset_size:30|seed:4" in kid.signature

@@ -67,7 +67,7 @@ def test_suite_image_task_scores_rows_into_the_same_table(
     }
     direct = score_images(small_sets["gen-faithful"], small_sets["reference"], ["fid"], "efficientnet-lite0")
     assert scores["faithful"]["fd_efficientnet-lite0"]["score"] == pytest.approx(
-        direct["fid"].score, rel=1e-9
+        direct.scores["fd_efficientnet-lite0"].score, rel=1e-9
     )
     assert (
         scores["faithful"]["fd_efficientnet-lite0"]["score"]
@@ -103,10 +103,10 @@ def test_cli_image_score_and_stats(tmp_path: Path, small_sets: dict[str, Path], 
     from_stats = json.loads(capsys.readouterr().out)
     assert main([*args, "--reference", str(small_sets["reference"])]) == 0
     from_images = json.loads(capsys.readouterr().out)
-    assert from_stats["fid"]["score"] == pytest.approx(from_images["fid"]["score"], rel=1e-9)
-    assert "std" in from_images["kid"] and from_images["kid"]["signature"].startswith(
-        "kd_efficientnet-lite0|"
-    )
+    # Keyed by the score's own name, as in results.json: never "fid" for EfficientNet features.
+    fd, kd = "fd_efficientnet-lite0", "kd_efficientnet-lite0"
+    assert from_stats[fd]["score"] == pytest.approx(from_images[fd]["score"], rel=1e-9)
+    assert "std" in from_images[kd]["details"] and from_images[kd]["signature"].startswith(f"{kd}|")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "broken.png").write_bytes(b"not a png")
@@ -136,7 +136,8 @@ def test_fid_interval_from_disjoint_draws_and_kid_std() -> None:
     rng = np.random.default_rng(0)
     gen = im.FeatureSet.from_features(rng.normal(0.3, 1.0, size=(200, 8)))
     ref = im.FeatureSet.from_features(rng.normal(0.0, 1.0, size=(150, 8)))
-    scores = image_scoring._pair_scores(gen, ref, ["fid", "kid"], "inception-v3-tf", "origin", seed=3)
+    built = image_scoring.build_image_metrics(["fid", "kid"], "inception-v3-tf", 3, ref, "origin")
+    scores = image_scoring.score_feature_sets(gen, built)
     order = np.random.default_rng(3).permutation(200)
     draws = [
         im.frechet_distance(
@@ -151,7 +152,7 @@ def test_fid_interval_from_disjoint_draws_and_kid_std() -> None:
     assert scores["kid"].interval["half_width"] == scores["kid"].details["std"]
     # Too few images for full-rank draws: the interval is stated as unavailable, not invented.
     small = im.FeatureSet.from_features(rng.normal(size=(30, 8)))
-    unavailable = image_scoring._pair_scores(small, ref, ["fid"], "inception-v3-tf", "origin", seed=3)["fid"]
+    unavailable = image_scoring.score_feature_sets(small, built[:1])["fid"]
     assert unavailable.interval is None and "needs 5 disjoint draws" in unavailable.details["ci_unavailable"]
 
 

@@ -184,5 +184,5 @@ def test_empty_input() -> None:
     assert empty.shape == (0, 3 * 4 + 2)
     with pytest.raises(ValueError, match="no samples"):
         metric.aggregate(empty)
-    with pytest.raises(ValueError, match="unknown until data is scored"):
-        metric.signature()
+    with pytest.raises(ValueError, match="unknown without rows"):
+        metric.signature(empty)

@@ -269,7 +269,7 @@ def test_japanese_without_mecab_says_what_to_install() -> None:
 def test_japanese_with_mecab_uses_it() -> None:
     metric = BLEU(lang="ja")
     metric.compute(["猫が好きです"], [["猫が好きだ"]])
-    assert "tok:ja-mecab" in metric.signature()
+    assert "tok:ja-mecab" in metric.signature(metric.sample_stats(["猫"], [["猫"]]))
 
 
 def test_explicit_tokenizer_wins_over_language() -> None:
@@ -297,6 +297,11 @@ def test_empty_input_gives_empty_rows_and_no_aggregate(cls: type[Metric]) -> Non
         metric.aggregate(empty)
 
 
-def test_signature_before_scoring_is_an_error() -> None:
-    with pytest.raises(ValueError, match="unknown until data is scored"):
-        BLEU().signature()
+def test_signature_needs_rows_and_is_a_function_of_them() -> None:
+    with pytest.raises(ValueError, match="unknown without rows"):
+        BLEU().signature(np.zeros((0, 10)))
+    metric = BLEU()
+    one_ref = metric.sample_stats(["a b c"], [["a b c"]])
+    two_refs = metric.sample_stats(["a b c"], [["a b c", "a b"]])
+    assert "nrefs:2" in metric.signature(two_refs)
+    assert "nrefs:1" in metric.signature(one_ref)  # not "the data scored last"

@@ -11,8 +11,16 @@ import torch
 import transformers
 from pydantic import ValidationError
 
-from aigc_eval.backends.hf import HFBackend
+from aigc_eval.backends.hf import HFBackend, HFRow
+from aigc_eval.errors import UserError
+from aigc_eval.metrics.base import MetricContext, SampleInputs
 from aigc_eval.metrics.perplexity import Perplexity
+
+
+def hf(path: Path | str, **options: object) -> HFBackend:
+    """An HFBackend built from its row, as ``create_backend`` builds a suite's."""
+    return HFBackend(HFRow(name="m", path=str(path), **options))
+
 
 TEXTS = [
     "The cat reads a long letter.",
@@ -24,7 +32,16 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def scorer(tiny_lm_dir: Path) -> HFBackend:
-    return HFBackend(str(tiny_lm_dir), batch_size=3)
+    return hf(str(tiny_lm_dir), batch_size=3)
+
+
+def ppl(scorer: HFBackend, options: Perplexity.Options | None = None, lang: str | None = None) -> Perplexity:
+    """The metric as the runner builds it: the scorer's provenance in its context, no model."""
+    return Perplexity(options, lang=lang, context=MetricContext(scorer=scorer.describe()))
+
+
+def given(scorer: HFBackend, prompts: list[str] | None = None) -> SampleInputs:
+    return SampleInputs(prompts=prompts, scorer=scorer)
 
 
 def reference(scorer: HFBackend, model: torch.nn.Module, text: str) -> tuple[float, int]:
@@ -39,7 +56,7 @@ def reference(scorer: HFBackend, model: torch.nn.Module, text: str) -> tuple[flo
 
 
 def test_rows_hold_nll_tokens_and_bytes(scorer: HFBackend, plain_lm: torch.nn.Module) -> None:
-    stats = Perplexity(scorer).sample_stats(TEXTS, [[""]] * len(TEXTS))
+    stats = ppl(scorer).sample_stats(TEXTS, [[""]] * len(TEXTS), given(scorer))
     assert stats.shape == (len(TEXTS), 3)
     for row, text in zip(stats, TEXTS, strict=True):
         nll, tokens = reference(scorer, plain_lm, text)
@@ -49,13 +66,13 @@ def test_rows_hold_nll_tokens_and_bytes(scorer: HFBackend, plain_lm: torch.nn.Mo
 
 
 def test_corpus_perplexity_is_token_weighted(scorer: HFBackend, plain_lm: torch.nn.Module) -> None:
-    metric = Perplexity(scorer)
+    metric = ppl(scorer)
     refs = [reference(scorer, plain_lm, t) for t in TEXTS]
     total_nll = sum(n for n, _ in refs)
     total_tokens = sum(k for _, k in refs)
     total_bytes = sum(len(t.encode("utf-8")) for t in TEXTS)
 
-    score = metric.compute(TEXTS, [[t] for t in TEXTS])["perplexity"]
+    score = metric.compute(TEXTS, [[t] for t in TEXTS], given(scorer))["perplexity"]
     assert score.score == pytest.approx(math.exp(total_nll / total_tokens), rel=1e-4)
     mean_of_samples = np.mean([math.exp(n / k) for n, k in refs])
     assert abs(score.score - mean_of_samples) > 0.01 * score.score
@@ -67,8 +84,8 @@ def test_corpus_perplexity_is_token_weighted(scorer: HFBackend, plain_lm: torch.
 
 
 def test_sample_scores_and_empty_texts(scorer: HFBackend, plain_lm: torch.nn.Module) -> None:
-    metric = Perplexity(scorer)
-    stats = metric.sample_stats([*TEXTS[:2], ""], [[""]] * 3)
+    metric = ppl(scorer)
+    stats = metric.sample_stats([*TEXTS[:2], ""], [[""]] * 3, given(scorer))
     per_sample = metric.sample_scores(stats)["perplexity"]
     for value, text in zip(per_sample[:2], TEXTS[:2], strict=True):
         nll, tokens = reference(scorer, plain_lm, text)
@@ -80,9 +97,9 @@ def test_sample_scores_and_empty_texts(scorer: HFBackend, plain_lm: torch.nn.Mod
 
 
 def test_scores_first_reference_when_asked(scorer: HFBackend) -> None:
-    metric = Perplexity(scorer, Perplexity.Options(target="references"))
-    stats = metric.sample_stats(["ignored", "also ignored"], [[TEXTS[0], "x"], [TEXTS[1]]])
-    expected = Perplexity(scorer).sample_stats(TEXTS[:2], [[""]] * 2)
+    metric = ppl(scorer, Perplexity.Options(target="references"))
+    stats = metric.sample_stats(["ignored", "also ignored"], [[TEXTS[0], "x"], [TEXTS[1]]], given(scorer))
+    expected = ppl(scorer).sample_stats(TEXTS[:2], [[""]] * 2, given(scorer))
     np.testing.assert_allclose(stats, expected)
     # Its own output name, so a suite can report both perplexities side by side.
     assert list(metric.aggregate(stats)) == ["ref_perplexity"]
@@ -91,23 +108,47 @@ def test_scores_first_reference_when_asked(scorer: HFBackend) -> None:
 def test_window_options_reach_the_scorer(scorer: HFBackend) -> None:
     long_text = " ".join(TEXTS) * 3
     options = Perplexity.Options(max_length=32, stride=8, prepend_bos=False)
-    [row] = Perplexity(scorer, options).sample_stats([long_text], [[""]])
+    [row] = ppl(scorer, options).sample_stats([long_text], [[""]], given(scorer))
     [direct] = scorer.loglikelihood([long_text], max_length=32, stride=8, prepend_bos=False)
     assert row[0] == pytest.approx(direct.nll) and row[1] == direct.tokens
     assert row[1] == len(scorer.tokenizer(long_text, add_special_tokens=False)["input_ids"]) - 1
 
 
 def test_signature(scorer: HFBackend, tiny_lm_dir: Path) -> None:
-    sha = scorer.describe()["weights_sha256"]
+    """Built from the scorer's provenance (a ``Provenance``), stateless: the same from saved rows."""
+    sha = scorer.describe().weights_sha256
     ver = transformers.__version__
-    assert Perplexity(scorer).signature() == (
+    rows = ppl(scorer).sample_stats(TEXTS[:1], [[""]], given(scorer))
+    assert ppl(scorer).signature(rows) == (
         f"ppl|model:{tiny_lm_dir}|weights:{sha[:12]}|window:64|stride:64|bos:yes|context:none"
         f"|agg:token-weighted|gelu:fused|transformers:{ver}"
     )
     options = Perplexity.Options(max_length=32, stride=8, prepend_bos=False)
-    assert "|window:32|stride:8|bos:no|" in Perplexity(scorer, options).signature()
-    exact = HFBackend(str(tiny_lm_dir), fused_activations=False)
-    assert "|agg:token-weighted|transformers:" in Perplexity(exact).signature()
+    assert "|window:32|stride:8|bos:no|" in ppl(scorer, options).signature(rows)
+    exact = hf(str(tiny_lm_dir), fused_activations=False)
+    assert "|agg:token-weighted|transformers:" in ppl(exact).signature(rows)
+
+
+def test_demo_signature_is_unchanged() -> None:
+    """The demo's scoring model gives the signature the run made before the backend refactor kept
+    (/work/before/...: ``ppl|model:<abs path>|weights:aa432fdb6366|window:128|...``)."""
+    folder = Path(__file__).parents[1] / "suites" / "models" / "demo-gpt2"
+    if not folder.is_dir():
+        pytest.skip("demo model not built (scripts/train_demo_models.py)")
+    demo = hf(str(folder.resolve()), dtype="float32", device="cpu", batch_size=16)
+    metric = ppl(demo, Perplexity.Options(target="references", context="prompt"))
+    assert metric.signature(np.zeros((0, 3))) == (
+        f"ppl|model:{folder.resolve()}|weights:aa432fdb6366|window:128|stride:128|bos:yes|context:prompt"
+        f"|agg:token-weighted|gelu:fused|transformers:{transformers.__version__}"
+    )
+
+
+def test_scorer_and_prompts_come_from_the_inputs(scorer: HFBackend) -> None:
+    with pytest.raises(UserError, match="perplexity needs a scoring model"):
+        ppl(scorer).sample_stats(TEXTS[:1], [[""]])
+    prompted = ppl(scorer, Perplexity.Options(context="prompt"))
+    with pytest.raises(UserError, match="context: prompt needs the prompts"):
+        prompted.sample_stats(TEXTS[:1], [[""]], given(scorer))
 
 
 def test_options_reject_unknown_and_bad_values() -> None:
@@ -141,8 +182,8 @@ def test_context_prompt_scores_only_the_continuation(scorer: HFBackend, plain_lm
         "My friend remembers the morning light, and the old teacher paints ",
     ]
     refs = ["a long letter.", "很好。", "the quiet city every day."]
-    metric = Perplexity(scorer, Perplexity.Options(target="references", context="prompt"), prompts=prompts)
-    stats = metric.sample_stats(["x"] * 3, [[r] for r in refs])
+    metric = ppl(scorer, Perplexity.Options(target="references", context="prompt"))
+    stats = metric.sample_stats(["x"] * 3, [[r] for r in refs], given(scorer, prompts))
     # A space is put between an English prompt and its reference; the trailing space of the third
     # prompt moves onto the scored text, as lm-eval does.
     expected = [
@@ -153,8 +194,8 @@ def test_context_prompt_scores_only_the_continuation(scorer: HFBackend, plain_lm
     for row, (nll, tokens) in zip(stats, expected, strict=True):
         assert row[0] == pytest.approx(nll, rel=1e-4) and row[1] == tokens
     zh_options = Perplexity.Options(target="references", context="prompt")
-    zh = Perplexity(scorer, zh_options, lang="zh", prompts=prompts[:1])
-    row = zh.sample_stats(["x"], [["很好。"]])[0]  # CJK: no delimiter
+    zh = ppl(scorer, zh_options, lang="zh")
+    row = zh.sample_stats(["x"], [["很好。"]], given(scorer, prompts[:1]))[0]  # CJK: no delimiter
     assert row[0] == pytest.approx(
         _conditional_reference(scorer, plain_lm, "The cat reads", "很好。")[0], rel=1e-4
     )

@@ -137,7 +137,10 @@ def test_unknown_backbone_is_a_schema_error(tmp_path: Path, tiny_lm_dir: Path, c
     err = _fails_before_generating(
         _suite(tmp_path, tiny_lm_dir, models=rows, tasks=tasks), tmp_path / "out", capsys
     )
-    assert "tasks[1].backbone: Input should be 'inception-v3-tf', 'efficientnet-lite0'" in err
+    assert (
+        "tasks[1].backbone: unknown backbone 'inceptoin'; known backbones: clip, dinov2, efficientnet-lite0"
+        in err
+    )
 
 
 def test_model_folder_without_tokenizer(tmp_path: Path, tiny_lm_dir: Path, capsys) -> None:
@@ -228,13 +231,13 @@ def _only_run_dir(out: Path) -> Path:
 
 
 def test_a_resumed_run_folder_in_use_is_refused(tmp_path: Path, tiny_lm_dir: Path, capsys) -> None:
-    from aigc_eval.results import lock_run_dir
+    from aigc_eval.run_folder import RunFolder
 
     suite, out = _suite(tmp_path, tiny_lm_dir), tmp_path / "out"
     assert main(["run", str(suite), "--output-dir", str(out), "--quiet"]) == 0
     run_dir = _only_run_dir(out)
     capsys.readouterr()
-    with lock_run_dir(run_dir):  # another process's run holds it
+    with RunFolder.open(run_dir).lock():  # another process's run holds it
         assert main(["run", str(suite), "--quiet", "--resume", str(run_dir)]) == 2
     assert f"run folder {run_dir} is in use by process" in capsys.readouterr().err
     stale = run_dir / ".results.json.0123abcd.tmp"  # left by a write a kill interrupted
@@ -246,12 +249,12 @@ def test_a_resumed_run_folder_in_use_is_refused(tmp_path: Path, tiny_lm_dir: Pat
 def test_an_internal_error_is_logged_in_the_run_folder(
     tmp_path: Path, tiny_lm_dir: Path, capsys, monkeypatch
 ) -> None:
-    import aigc_eval.runner as runner
+    import aigc_eval.execute as execute
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("scoring broke")
 
-    monkeypatch.setattr(runner, "score_row_task", broken)
+    monkeypatch.setattr(execute, "sample_statistics", broken)
     out = tmp_path / "out"
     assert main(["run", str(_suite(tmp_path, tiny_lm_dir)), "--output-dir", str(out), "--quiet"]) == 3
     run_dir = _only_run_dir(out)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sacrebleu
+
+from aigc_eval.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -22,15 +24,15 @@ def test_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     [code] = _blocks("python")
     monkeypatch.chdir(REPO)
     exec(compile(code.replace('output_dir="reports"', f"output_dir={str(tmp_path)!r}"), "README", "exec"), {})
-    bleu_line, rouge_line, nll_line = capsys.readouterr().out.splitlines()
-    assert float(bleu_line.split()[0]) == pytest.approx(
-        50.8133, abs=1e-4
-    )  # BLEU of the README's Chinese pair
+    bleu_line, rouge_line, run_bleu, samples, regression = capsys.readouterr().out.splitlines()
+    expected = sacrebleu.corpus_bleu(["今天天气很好"], [["今天天气不错"]], tokenize="zh")
+    assert float(bleu_line.split()[0]) == pytest.approx(expected.score, abs=1e-9)
     assert rouge_line == "0.6666666666666666"
-    nll, tokens, per_token = nll_line.split(" ", 2)
-    token_nll = ast.literal_eval(per_token)
-    assert len(token_nll) == int(tokens) > 0 and sum(token_nll) == pytest.approx(float(nll))
-    assert list((tmp_path / "demo").iterdir())
+    [run_dir] = (tmp_path / "demo").iterdir()
+    entry = RunFolder(run_dir).read_record().entry("demo-greedy", "en")
+    assert entry is not None and float(run_bleu) == entry.metrics["bleu"].score
+    assert int(samples) == 4 * 4 * 2  # 4 text rows × 2 tasks × 4 examples
+    assert regression == "False"  # a run compared with itself
 
 
 def test_score_example_runs(tmp_path: Path) -> None:

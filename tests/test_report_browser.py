@@ -25,12 +25,12 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
-from test_report_html import GOOD, HOSTILE_NAME, INJECTED, WORSE, make_run, rename_row, write_data  # noqa: E402
+from test_report_html import GOOD, HOSTILE_NAME, INJECTED, WORSE, make_run, rename_row  # noqa: E402
 
 from aigc_eval.report.html import write_run_report  # noqa: E402
 from aigc_eval.report.leaderboard import build_leaderboard  # noqa: E402
 from aigc_eval.report.tables import format_score  # noqa: E402
-from aigc_eval.results import load_results  # noqa: E402
+from aigc_eval.run_folder import RunFolder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def console_problems(driver: webdriver.Chrome) -> list[dict[str, object]]:
 
 
 def test_report_in_chromium(browser: webdriver.Chrome, tmp_path: Path) -> None:
-    run_dir = make_run(tmp_path / "runs", {"good": GOOD, "worse": WORSE}, write_data(tmp_path / "data.jsonl"))
+    run_dir = make_run(tmp_path / "runs", {"good": GOOD, "worse": WORSE})
     report = write_run_report(run_dir)
     open_page(browser, report)
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sb-list .sample"))
@@ -88,14 +88,13 @@ def test_report_in_chromium(browser: webdriver.Chrome, tmp_path: Path) -> None:
     assert browser.execute_script("return window.__pwned") is None
     assert console_problems(browser) == []
 
-    results = load_results(run_dir)
-    for entry in results["results"]:
-        for metric, value in entry["metrics"].items():
+    for entry in RunFolder.open(run_dir).read_record().results:
+        for metric, value in entry.metrics.items():
             cell = browser.find_element(
                 By.CSS_SELECTOR,
-                f'#results-table td[data-model="{entry["model"]}"][data-metric="{metric}"] .score',
+                f'#results-table td[data-model="{entry.model}"][data-metric="{metric}"] .score',
             )
-            assert cell.text == format_score(value["score"]), (entry["model"], metric)
+            assert cell.text == format_score(value.score), (entry.model, metric)
 
     # The prediction made of markup is on the page as literal text, and no element came of it.
     texts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".pred-text")]
@@ -105,13 +104,9 @@ def test_report_in_chromium(browser: webdriver.Chrome, tmp_path: Path) -> None:
     assert browser.find_elements(By.CSS_SELECTOR, "main img, main script") == []
 
     # Filter: the samples where 'worse' (B) scores lower BLEU than 'good' (A).
-    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
-    bleu = {(s["model"], s["id"]): s["scores"]["bleu"] for s in samples}
-    expected = [
-        s["id"]
-        for s in samples
-        if s["model"] == "good" and bleu[("worse", s["id"])] < bleu[("good", s["id"])]
-    ]
+    samples = RunFolder.open(run_dir).read_samples()
+    bleu = {(s.model, s.id): s.scores["bleu"] for s in samples}
+    expected = [s.id for s in samples if s.model == "good" and bleu[("worse", s.id)] < bleu[("good", s.id)]]
     assert 0 < len(expected) < len(GOOD)
     metric = Select(browser.find_element(By.ID, "sb-metric"))
     metric.select_by_visible_text("bleu ↑")
@@ -136,13 +131,14 @@ def test_report_in_chromium(browser: webdriver.Chrome, tmp_path: Path) -> None:
 
 
 def test_leaderboard_in_chromium(browser: webdriver.Chrome, tmp_path: Path) -> None:
-    data = write_data(tmp_path / "data.jsonl")
     runs = tmp_path / "runs"
     name = HOSTILE_NAME
     rename_row(
-        make_run(runs / "a", {"good": WORSE, "evil": WORSE}, data, "2026-01-01T00:00:00+00:00"), "evil", name
+        make_run(runs / "a", {"good": WORSE, "evil": WORSE}, finished="2026-01-01T00:00:00+00:00"),
+        "evil",
+        name,
     )
-    latest = make_run(runs / "b", {"good": GOOD, "evil": WORSE}, data, "2026-01-02T00:00:00+00:00")
+    latest = make_run(runs / "b", {"good": GOOD, "evil": WORSE}, finished="2026-01-02T00:00:00+00:00")
     rename_row(latest, "evil", name)
     write_run_report(latest)
     board = tmp_path / "leaderboard.html"
@@ -153,10 +149,10 @@ def test_leaderboard_in_chromium(browser: webdriver.Chrome, tmp_path: Path) -> N
     assert console_problems(browser) == []
     labels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "table.leaderboard tbody th")]
     assert labels == ["good", name]
-    for entry in load_results(latest)["results"]:
-        label = json.dumps(entry["model"])
+    for entry in RunFolder.open(latest).read_record().results:
+        label = json.dumps(entry.model)
         cell = browser.find_element(By.CSS_SELECTOR, f'td[data-setting={label}][data-metric="bleu"] a')
-        assert cell.text == format_score(entry["metrics"]["bleu"]["score"])
+        assert cell.text == format_score(entry.metrics["bleu"].score)
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.leaderboard svg.sparkline")) > 0
 
     # Links open the run's report; sorting by a column reorders the rows.

@@ -1,35 +1,48 @@
-"""report.html and the leaderboard without a browser: injected markup stays text, the numbers are
-results.json's, and the leaderboard keeps the latest result per cell without mixing data versions.
+"""report.html without a browser: injected markup stays text, the numbers are the record's, each
+piece (tables, charts, diffs, thumbnails, method) shows what the record holds, and an old schema-1
+run folder renders as it did before.
 
-Run folders are written by the real ``write_run_outputs`` from real metric scores of fixed
-predictions, so no model is loaded and the tests stay fast.
+Run folders are built here from the typed record (``aigc_eval.record``) with real metric scores of
+fixed predictions (the metric registry's own ``sample_stats``/``aggregate``) and a real percentile
+bootstrap, and written through ``RunFolder``: no model is loaded and no runner is involved.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
+import base64
+import hashlib
+import html
 import json
 import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
+import numpy as np
 import pytest
 
-from aigc_eval import runner
-from aigc_eval.config import parse_suite
-from aigc_eval.data import load_task
-from aigc_eval.errors import UserError
-from aigc_eval.report.html import REPORT_FILE, char_diff, render_run_report, word_diff, write_run_report
-from aigc_eval.report.leaderboard import build_leaderboard, text_sparkline
-from aigc_eval.report.tables import format_score
-from aigc_eval.results import load_results
+from aigc_eval.metrics.registry import build_metric, metric_class
+from aigc_eval.record import (
+    Interval,
+    Provenance,
+    ResultEntry,
+    RunRecord,
+    SampleRecord,
+    StatsRecord,
+    TaskRecord,
+    Timing,
+)
+from aigc_eval.report.diff import char_diff, word_diff
+from aigc_eval.report.html import render_run_report, write_run_report
+from aigc_eval.report.sections import NO_DESCRIPTION
+from aigc_eval.report.tables import format_score, task_tables, to_csv, to_markdown
+from aigc_eval.run_folder import RunFolder, environment
 
+ROOT = Path(__file__).resolve().parents[1]
+V1_RUN = ROOT / "tests" / "assets" / "run_v1"
 INJECTED = '</script><script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+HOSTILE_NAME = "<script>window.__pwned = 4</script>"
 EXAMPLES = [
     ("s0", "David walked to the market and", "bought two sweet oranges."),
     ("s1", "Bob lives in Paris. Every day, Bob", "teaches mathematics to young children."),
@@ -54,95 +67,151 @@ WORSE = [
     " ran.",
     "",
 ]
+METRICS: list[tuple[str, dict[str, Any]]] = [
+    ("bleu", {}),
+    ("chrf", {}),
+    ("rouge", {"rouge_types": ["rouge1", "rougeL"]}),
+    ("descriptors", {}),
+]
+RESAMPLES = 50
 
 
-def write_data(path: Path, examples: list[tuple[str, str, str]] = EXAMPLES) -> Path:
-    path.write_text(
-        "".join(
-            json.dumps({"id": i, "prompt": p, "reference": r}, ensure_ascii=False) + "\n"
-            for i, p, r in examples
-        ),
-        encoding="utf-8",
+def _bootstrap(metric: Any, stats: np.ndarray, output: str, seed: int = 0) -> Interval:
+    """A percentile bootstrap of the statistic rows, re-aggregated per resample."""
+    rng = np.random.default_rng(seed)
+    n = len(stats)
+    values = [metric.aggregate(stats[rng.integers(0, n, n)])[output].score for _ in range(RESAMPLES)]
+    low, high = (float(v) for v in np.percentile(values, [2.5, 97.5]))
+    return Interval(
+        kind="bootstrap-percentile",
+        low=low,
+        high=high,
+        half_width=(high - low) / 2,
+        confidence=0.95,
+        n_resamples=RESAMPLES,
+        seed=seed,
     )
-    return path
 
 
-HOSTILE_NAME = "<script>window.__pwned = 4</script>"
+def make_run(
+    folder: Path,
+    predictions: dict[str, list[str]],
+    examples: list[tuple[str, str, str]] = EXAMPLES,
+    finished: str = "2026-01-01T00:00:00+00:00",
+    generation: dict[str, dict[str, Any]] | None = None,
+    task: str = "mixed",
+    batch_size: int = 8,
+) -> Path:
+    """A run folder as the pipeline writes one (record, samples, stats), from fixed predictions."""
+    refs = [[r] for _, _, r in examples]
+    content_hash = hashlib.sha256(json.dumps(examples).encode()).hexdigest()
+    results, samples, stats_rows = [], [], []
+    for row, texts in predictions.items():
+        texts = texts[: len(examples)]
+        scores, per_sample = {}, {}
+        for index, (name, options) in enumerate(METRICS):
+            metric = build_metric(name, options)
+            stats = metric.sample_stats(texts, refs)
+            for output, score in metric.aggregate(stats).items():
+                ci = None if name == "descriptors" else _bootstrap(metric, stats, output)
+                scores[output] = score.to_record().model_copy(update={"ci": ci})
+            per_sample.update(metric.sample_scores(stats))
+            ids = [i for i, _, _ in examples]
+            stats_rows.append(
+                StatsRecord(
+                    model=row,
+                    task=task,
+                    metric_index=index,
+                    metric=name,
+                    options=options,
+                    ids=ids,
+                    rows=stats.tolist(),
+                )
+            )
+        timing = Timing(generation_s=0.5, generated_tokens=40, tokens_per_s=80.0, scoring_s=0.01)
+        results.append(ResultEntry(model=row, task=task, n=len(texts), metrics=scores, timing=timing))
+        samples += [
+            SampleRecord(
+                model=row,
+                task=task,
+                id=i,
+                prompt=p,
+                prediction=text,
+                references=[r],
+                scores={k: v[j] for k, v in per_sample.items()},
+            )
+            for j, ((i, p, r), text) in enumerate(zip(examples, texts, strict=True))
+        ]
+    rows = [
+        {
+            "name": row,
+            "backend": "hf",
+            "path": "unused",
+            "batch_size": batch_size,
+            "generation": (generation or {}).get(row, {"max_new_tokens": 8}),
+        }
+        for row in predictions
+    ]
+    suite = {
+        "name": "report-test",
+        "description": "Report <b>test</b> & escaping",
+        "intervals": {"n_resamples": RESAMPLES, "confidence": 0.95, "seed": 0},
+        "regression": {"n_trials": 200},
+        "models": rows,
+        "tasks": [{"name": task, "kind": "text", "data": "data.jsonl"}],
+        "metrics": [{"name": name, "options": options} for name, options in METRICS],
+    }
+    provenance = Provenance(
+        backend="hf", model="unused", weights_sha256="ab" * 32, dtype="float32", device="cpu"
+    )
+    record = RunRecord(
+        run_id=finished.replace(":", "")[:17],
+        suite_name="report-test",
+        config_hash=hashlib.sha256(json.dumps(suite, sort_keys=True).encode()).hexdigest(),
+        finished=finished,
+        suite=suite,
+        environment=environment(),
+        models={row: provenance for row in predictions},
+        tasks={task: TaskRecord(kind="text", path="data.jsonl", content_hash=content_hash, n=len(examples))},
+        results=results,
+    )
+    run = RunFolder(folder / record.run_id)
+    run.path.mkdir(parents=True)
+    run.write_record(record)
+    run.write_samples(samples)
+    run.write_stats(stats_rows)
+    return run.path
 
 
 def rename_row(run: Path, old: str, new: str) -> Path:
-    """Give a row a name the schema refuses (a run folder written elsewhere may still hold one)."""
+    """Give a row a name the suite schema refuses (a run folder written elsewhere may still hold one)."""
     for file in [*run.glob("*.json"), *run.glob("*.jsonl")]:
         text = file.read_text(encoding="utf-8")
         file.write_text(text.replace(json.dumps(old), json.dumps(new)), encoding="utf-8")
     return run
 
 
-def make_run(
-    folder: Path,
-    predictions: dict[str, list[str]],
-    data: Path,
-    finished: str = "2026-01-01T00:00:00+00:00",
-    generation: dict[str, dict[str, Any]] | None = None,
-    task: str = "mixed",
-) -> Path:
-    """A run folder as 'aigc-eval run' writes it, from fixed predictions scored by the real metrics."""
-    suite = parse_suite(
-        {
-            "name": "report-test",
-            "description": "Report <b>test</b> & escaping",
-            "intervals": {"n_resamples": 100},
-            "regression": {"n_trials": 200},
-            "models": [
-                {
-                    "name": name,
-                    "path": "unused",
-                    "generation": (generation or {}).get(name, {"max_new_tokens": 8}),
-                }
-                for name in predictions
-            ],
-            "tasks": [{"name": task, "data": str(data), "id_field": "id"}],
-            "metrics": [
-                "bleu",
-                "chrf",
-                {"name": "rouge", "rouge_types": ["rouge1", "rougeL"]},
-                "descriptors",
-            ],
-        }
-    )
-    tasks = [load_task(t, data.parent) for t in suite.tasks]
-    pool = runner.BackendPool(suite, data.parent)
-    outcomes = []
-    for row in suite.models:
-        texts = predictions[row.name][: len(tasks[0].examples)]
-        scores, per_sample, stats = runner.score_row_task(pool, suite, row, tasks[0], texts)
-        timing = {"generation_s": 0.5, "generated_tokens": 40, "tokens_per_s": 80.0, "scoring_s": 0.01}
-        outcomes.append(runner.RowTaskOutcome(row.name, task, texts, scores, per_sample, stats, timing))
-    models = {
-        r.name: {
-            "model": "unused",
-            "revision": "",
-            "weights_sha256": "ab" * 32,
-            "dtype": "float32",
-            "device": "cpu",
-        }
-        for r in suite.models
-    }
-    run_dir = folder / finished.replace(":", "")[:17]
-    run_dir.mkdir(parents=True)
-    with mock.patch.object(runner, "now_iso", return_value=finished):
-        runner.write_run_outputs(run_dir, suite, suite.config_hash(), tasks, models, outcomes, None)
-    return run_dir
+def copy_v1_run(target: Path) -> Path:
+    """The schema-1 demo run folder, with its absolute data and image paths pointing at this checkout."""
+    shutil.copytree(V1_RUN, target)
+    results = target / "results.json"
+    text = results.read_text(encoding="utf-8").replace("/work/main/suites", str(ROOT / "suites"))
+    results.write_text(text, encoding="utf-8")
+    return target
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("report")
-    return make_run(folder / "runs", {"good": GOOD, "worse": WORSE}, write_data(folder / "data.jsonl"))
+    return make_run(tmp_path_factory.mktemp("report") / "runs", {"good": GOOD, "worse": WORSE})
 
 
-class _Cells(HTMLParser):
-    """The results table's score cells: (model, task, metric) -> (data-v, shown text)."""
+@pytest.fixture(scope="module")
+def v1_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_v1_run(tmp_path_factory.mktemp("v1") / "20261202-132849-c437c541")
+
+
+class Cells(HTMLParser):
+    """The results table's score cells: (model, task, metric) -> [data-v, shown text]."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -167,94 +236,30 @@ class _Cells(HTMLParser):
             self.cells[self._key][1] += data
 
 
-IMAGES = Path(__file__).resolve().parents[1] / "suites" / "data" / "images"
-
-
-@pytest.fixture(scope="module")
-def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run of an image task: two 'backend: images' rows and a reference, six images each; the
-    faithful row's list also names a copy of one image called '<script>x.png'."""
-    folder = tmp_path_factory.mktemp("image-report")
-    for name in ("reference", "gen-faithful", "gen-degraded"):
-        lines = [str(IMAGES / name / f"{i:03d}.png") for i in range(6)]
-        if name == "gen-faithful":
-            shutil.copy(IMAGES / name / "006.png", folder / "<script>x.png")
-            lines.append("<script>x.png")
-        (folder / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    suite = {
-        "name": "image-report",
-        "models": [
-            {"name": "faithful", "backend": "images", "images": {"shapes": "gen-faithful.txt"}},
-            {"name": "degraded", "backend": "images", "images": {"shapes": "gen-degraded.txt"}},
-        ],
-        "tasks": [
-            {
-                "name": "shapes",
-                "kind": "image",
-                "reference": "reference.txt",
-                "backbone": "efficientnet-lite0",
-                "image_metrics": ["fid"],
-            }
-        ],
-        "metrics": ["bleu"],  # required; no text task uses it
-    }
-    (folder / "suite.json").write_text(json.dumps(suite), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIGC_EVAL_CACHE_DIR", str(folder / "cache"))
-        return runner.run_suite(folder / "suite.json", folder / "runs")
-
-
-def thumbnails(page: str, label: str) -> list[str]:
-    """The thumbnail <img> tags of the image set labelled ``label`` in the Images section."""
-    match = re.search(
-        rf'<div class="thumbset"><div class="head">(?:<span[^>]*></span>)?<b>{label}</b>'
-        r'.*?<div class="thumbs">(.*?)</div></div>',
-        page,
-        re.S,
-    )
-    assert match, f"no thumbnails for {label}"
-    return re.findall(r"<img [^>]*>", match.group(1))
-
-
-def test_report_shows_image_thumbnails_and_scores(image_run: Path) -> None:
-    results = load_results(image_run)
-    page = (image_run / REPORT_FILE).read_text(encoding="utf-8")
-    for label, count in (("reference", 6), ("faithful", 7), ("degraded", 6)):
-        imgs = thumbnails(page, label)
-        assert len(imgs) == count and all('src="data:image/png;base64,' in img for img in imgs), label
-    assert 'title="&lt;script&gt;x.png"' in page and "<script>x.png" not in page
-    assert page.count("<script") == 2  # the data block and the page's own script
-    parser = _Cells()
+def score_cells(page: str) -> dict[tuple[str, str, str], list[str]]:
+    parser = Cells()
     parser.feed(page)
-    expected = {
-        (e["model"], e["task"], m): v["score"] for e in results["results"] for m, v in e["metrics"].items()
-    }
-    assert set(parser.cells) == set(expected) and len(expected) == 2
-    for key, score in expected.items():
-        assert float(parser.cells[key][0]) == score and parser.cells[key][1] == format_score(score), key
-    # No text task: no sample browser (its script needs one) and no per-sample box plots.
-    assert 'id="sample-browser"' not in page and "per sample (median at right)" not in page
-    assert embedded_data(page)["tasks"] == []
+    return parser.cells
 
 
-def test_report_copes_with_moved_or_statistics_image_sets(image_run: Path, tmp_path: Path) -> None:
-    moved = tmp_path / "moved"
-    shutil.copytree(image_run, moved)
-    results = json.loads((moved / "results.json").read_text(encoding="utf-8"))
-    results["tasks"]["shapes"]["path"] = "/elsewhere/ref-stats.npz"
-    results["results"][0]["generated_images"] = "/elsewhere/<b>gone</b>.txt"
-    (moved / "results.json").write_text(json.dumps(results), encoding="utf-8")
-    page = render_run_report(moved)
-    assert "reference given as statistics, no images" in page
-    assert "images not shown: /elsewhere/&lt;b&gt;gone&lt;/b&gt;.txt is not here" in page
-    assert "<b>gone</b>" not in page
-    assert len(thumbnails(page, "degraded")) == 6
+def expected_scores(run: Path) -> dict[tuple[str, str, str], float | None]:
+    record = RunFolder.open(run).read_record()
+    return {(e.model, e.task, m): s.score for e in record.results for m, s in e.metrics.items()}
 
 
 def embedded_data(page: str) -> dict[str, Any]:
     match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
     assert match, "the sample browser's data block is missing"
     return json.loads(match.group(1))
+
+
+def section(page: str, anchor: str) -> str:
+    match = re.search(rf'<section id="{anchor}">(.*?)</section>', page, re.S)
+    assert match, f"no section {anchor}"
+    return match.group(1)
+
+
+# --- escaping and self-containment ---------------------------------------------------------------
 
 
 def test_report_shows_injected_markup_as_text(run_dir: Path) -> None:
@@ -270,25 +275,40 @@ def test_report_shows_injected_markup_as_text(run_dir: Path) -> None:
     assert next(s for s in data["tasks"][0]["samples"] if s["id"] == "s4")["prompt"] == EXAMPLES[4][1]
 
 
-def test_report_numbers_equal_results_json(run_dir: Path) -> None:
-    results = load_results(run_dir)
-    parser = _Cells()
-    parser.feed(write_run_report(run_dir).read_text(encoding="utf-8"))
-    expected = {
-        (e["model"], e["task"], m): v["score"] for e in results["results"] for m, v in e["metrics"].items()
-    }
-    assert set(parser.cells) == set(expected)
-    for key, score in expected.items():
-        value, shown = parser.cells[key]
-        assert float(value) == score, key
-        assert shown == format_score(score), key
+def test_report_escapes_a_hostile_row_name(tmp_path: Path) -> None:
+    run = rename_row(make_run(tmp_path, {"good": GOOD, "evil": WORSE}), "evil", HOSTILE_NAME)
+    page = render_run_report(run)
+    assert page.count("<script") == 2 and HOSTILE_NAME not in page
+    escaped = "&lt;script&gt;window.__pwned = 4&lt;/script&gt;"
+    for anchor in ("results", "settings", "plots"):  # the table, the settings and every chart label
+        assert escaped in section(page, anchor), anchor
+    assert (HOSTILE_NAME, "mixed", "bleu") in score_cells(page)  # attributes round-trip to the name
+    assert [r["name"] for r in embedded_data(page)["rows"]] == ["good", HOSTILE_NAME]
 
 
 def test_report_is_self_contained(run_dir: Path) -> None:
     page = render_run_report(run_dir)
-    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', page)
+    assert csp and html.unescape(csp.group(1)).startswith("default-src 'none'; script-src 'sha256-")
     assert not re.search(r"""\b(src|href)\s*=\s*["']?(https?:|//)""", page)
     assert "<link" not in page and "@import" not in page
+    css = (ROOT / "aigc_eval" / "report" / "static" / "report.css").read_text(encoding="utf-8")
+    script = (ROOT / "aigc_eval" / "report" / "static" / "report.js").read_text(encoding="utf-8")
+    assert f"<style>{css}</style>" in page and f"<script>{script}</script>" in page  # package data, inlined
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in html.unescape(csp.group(1))  # runs only that script
+
+
+# --- the numbers ---------------------------------------------------------------------------------
+
+
+def test_report_numbers_equal_the_record(run_dir: Path) -> None:
+    cells = score_cells(write_run_report(run_dir).read_text(encoding="utf-8"))
+    expected = expected_scores(run_dir)
+    assert set(cells) == set(expected)
+    for key, score in expected.items():
+        value, shown = cells[key]
+        assert float(value) == score and shown == format_score(score), key
 
 
 def test_report_sample_scores_and_best_cells(run_dir: Path) -> None:
@@ -297,22 +317,41 @@ def test_report_sample_scores_and_best_cells(run_dir: Path) -> None:
     task = data["tasks"][0]
     assert [r["name"] for r in data["rows"]] == ["good", "worse"]
     assert len(task["samples"]) == len(EXAMPLES) and task["total"] == len(EXAMPLES)
-    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     bleu = [m["name"] for m in task["metrics"]].index("bleu")
-    for s in samples:
-        shown = next(x for x in task["samples"] if x["id"] == s["id"])
-        assert shown["preds"][["good", "worse"].index(s["model"])]["scores"][bleu] == s["scores"]["bleu"]
+    for s in RunFolder.open(run_dir).read_samples():
+        shown = next(x for x in task["samples"] if x["id"] == s.id)
+        assert shown["preds"][["good", "worse"].index(s.model)]["scores"][bleu] == s.scores["bleu"]
     # 'good' wins BLEU, so its cell is the highlighted best; length has no direction, so no highlight.
     assert re.search(r'<td class="num first best"[^>]*data-model="good"[^>]*data-metric="bleu"', page)
     assert not re.search(r'class="num[^"]*best"[^>]*data-metric="length"', page)
 
 
+def test_report_charts_draw_the_record(run_dir: Path) -> None:
+    """Each bar's hover text is the score and interval of the record; each box is the per-sample scores."""
+    record = RunFolder.open(run_dir).read_record()
+    plots = section(render_run_report(run_dir), "plots")
+    for entry in record.results:
+        bleu = entry.metrics["bleu"]
+        assert bleu.ci is not None
+        low, high = format_score(bleu.ci.low, 2), format_score(bleu.ci.high, 2)
+        tip = f"<title>{entry.model}: {format_score(bleu.score)} [{low}, {high}] (95% bootstrap CI)</title>"
+        assert tip in plots
+    samples = [s.scores["chrf"] for s in RunFolder.open(run_dir).read_samples() if s.model == "good"]
+    median = format_score(float(np.median(samples)))
+    assert re.search(rf"<title>good: n=6, median {re.escape(median)}, IQR", plots)
+    # Generation speed: 40 tokens in 0.5 s per row.
+    assert "tokens / s" in plots and '<td class="num">40</td><td class="num">0.50</td>' in plots
+
+
 def test_report_marks_significance_against_a_baseline_row(run_dir: Path) -> None:
-    compare = pytest.importorskip("aigc_eval.compare")
-    comparison = compare.compare_runs(run_dir, run_dir, pairs=[("good", "worse")])
+    import dataclasses
+
+    from aigc_eval.gate import NO_CHANGE, REGRESSION, compare_runs
+
+    comparison = compare_runs(run_dir, run_dir, pairs=[("good", "worse")])
     # Whatever the test decided on six samples, a regression verdict must show as a mark in its cell.
     entries = tuple(
-        dataclasses.replace(e, verdict=compare.REGRESSION if e.metric == "chrf" else compare.NO_CHANGE)
+        dataclasses.replace(e, verdict=REGRESSION if e.metric == "chrf" else NO_CHANGE)
         for e in comparison.entries
     )
     page = render_run_report(run_dir, dataclasses.replace(comparison, entries=entries))
@@ -324,6 +363,51 @@ def test_report_marks_significance_against_a_baseline_row(run_dir: Path) -> None
     assert [(m, metric) for m, metric, cell in cells if 'class="mark regression"' in cell] == [
         ("worse", "chrf")
     ]
+
+
+def test_a_null_score_reads_as_n_a_in_tables_and_report(tmp_path: Path) -> None:
+    """Strict JSON writes an undefined score as null: every reader shows it, none crashes."""
+    run = make_run(tmp_path, {"a": GOOD, "b": WORSE})
+    results = run / RunFolder.RESULTS
+    data = json.loads(results.read_text(encoding="utf-8"))
+    data["results"][0]["metrics"]["bleu"]["score"] = None
+    results.write_text(json.dumps(data, allow_nan=False), encoding="utf-8")
+    record = RunFolder.open(run).read_record()
+    [table] = task_tables(record).values()
+    assert table.loc["a", "bleu ↑"].startswith("n/a")
+    cells = score_cells(render_run_report(run))
+    assert cells[("a", "mixed", "bleu")] == ["", "n/a"]
+
+
+def test_line_separators_in_text_round_trip_through_the_report(tmp_path: Path) -> None:
+    """U+2028/U+2029/U+0085 are legal unescaped inside JSON strings; readers split JSONL on "\\n" only."""
+    odd = "one\u2028two\u2029three\u0085four"
+    examples = [*EXAMPLES[:3], ("s3", f"A prompt {odd}", f"the reference {odd}")]
+    run = make_run(tmp_path, {"a": [*GOOD[:3], f" pred {odd}"], "b": WORSE[:4]}, examples)
+    assert odd in (run / RunFolder.SAMPLES).read_text(encoding="utf-8")
+    sample = next(s for s in embedded_data(render_run_report(run))["tasks"][0]["samples"] if s["id"] == "s3")
+    assert sample["prompt"] == f"A prompt {odd}" and sample["preds"][0]["text"] == f" pred {odd}"
+
+
+# --- method: descriptions come from the metric classes ----------------------------------------
+
+
+def test_method_describes_every_metric_from_its_class(tmp_path: Path) -> None:
+    run = make_run(tmp_path, {"a": GOOD})
+    results = run / RunFolder.RESULTS
+    data = json.loads(results.read_text(encoding="utf-8"))
+    data["suite"]["metrics"].append({"name": "not-registered", "options": {}})
+    results.write_text(json.dumps(data), encoding="utf-8")
+    method = section(render_run_report(run), "method")
+    items = dict(re.findall(r"<li><b>(.*?)</b>: (.*?)</li>", method))
+    assert list(items) == ["bleu", "chrf", "rouge", "descriptors", "not-registered"]
+    for name in ("bleu", "chrf", "rouge", "descriptors"):
+        expected = metric_class(name).description
+        assert items[name] == expected.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert items["not-registered"] == NO_DESCRIPTION  # named, never silently left out
+
+
+# --- diffs ---------------------------------------------------------------------------------------
 
 
 def test_word_and_char_diffs() -> None:
@@ -345,116 +429,108 @@ def test_word_and_char_diffs() -> None:
         assert "".join(t for op, t in char_diff(ref, pred) if op <= 0) == ref
 
 
-def test_leaderboard_latest_history_and_data_versions(tmp_path: Path) -> None:
-    data, other = write_data(tmp_path / "data.jsonl"), write_data(tmp_path / "other.jsonl", EXAMPLES[:4])
-    runs = tmp_path / "runs"
-    old = make_run(runs / "a", {"good": WORSE, "worse": WORSE}, data, "2026-01-01T00:00:00+00:00")
-    new = make_run(runs / "b", {"good": GOOD, "worse": WORSE}, data, "2026-01-03T00:00:00+00:00")
-    mid = make_run(runs / "c", {"good": GOOD}, other, "2026-01-02T00:00:00+00:00")
-    hot = make_run(
-        runs / "d",
-        {"good": WORSE},
-        data,
-        "2026-01-02T12:00:00+00:00",
-        {"good": {"temperature": 0.7, "do_sample": True}},
+def test_word_diff_uses_the_tokenizers_cjk_class() -> None:
+    """CJK Extension B ideographs and Hangul Jamo are words of one character, as ROUGE's tokenizer has
+    them (the report's own narrower class made a run of them one word)."""
+    assert word_diff("𠀀𠀁𠀂", "𠀀𠀃𠀂") == [[0, "𠀀"], [-1, "𠀁"], [1, "𠀃"], [0, "𠀂"]]
+    assert word_diff("ᄀᄁ", "ᄀᄂ") == [[0, "ᄀ"], [-1, "ᄁ"], [1, "ᄂ"]]
+
+
+# --- image tasks: thumbnails -----------------------------------------------------------------------
+
+
+def thumbnails(page: str, label: str) -> list[str]:
+    """The thumbnail <img> tags of the image set labelled ``label`` in the Images section."""
+    match = re.search(
+        rf'<div class="thumbset"><div class="head">(?:<span[^>]*></span>)?<b>{label}</b>'
+        r'.*?<div class="thumbs">(.*?)</div></div>',
+        section(page, "images"),
+        re.S,
     )
-    write_run_report(new)
-
-    table = list(csv.DictReader(io.StringIO(build_leaderboard(runs, "csv"))))
-    rows = [r for r in table if r["metric"] == "bleu" and r["model_setting"].startswith("good")]
-    latest = {r["run_id"]: r for r in rows}
-    # One cell per (setting, data version): the plain row on each data file, and the sampling row,
-    # which has the same name but other settings, so it is a line of its own, labelled apart.
-    assert sorted(latest) == sorted([new.name, mid.name, hot.name]) and len(rows) == 3
-    assert latest[new.name]["model_setting"] == latest[mid.name]["model_setting"]
-    assert latest[hot.name]["model_setting"] not in ("good", latest[new.name]["model_setting"])
-    good_new = next(e for e in load_results(new)["results"] if e["model"] == "good")["metrics"]["bleu"][
-        "score"
-    ]
-    assert float(latest[new.name]["score"]) == good_new  # latest by finish time, not by folder name
-    assert latest[new.name]["n_runs"] == "2" and latest[new.name]["history"].startswith("2026-01-01")
-    assert latest[mid.name]["n"] == "4" and latest[mid.name]["data_sha256"] != latest[new.name]["data_sha256"]
-
-    md = build_leaderboard(runs, "md")
-    assert md.count("## mixed") == 2 and "different data versions" in md
-    assert f"(b/{new.name}/{REPORT_FILE})" in md and old.name not in md.split("- task")[0]
-
-    out = tmp_path / "site" / "board.html"
-    out.parent.mkdir()
-    page = build_leaderboard(runs, "html", output=out)
-    assert f'href="../runs/b/{new.name}/{REPORT_FILE}"' in page
-    assert page.count('<svg class="sparkline"') >= 1
+    assert match, f"no thumbnails for {label}"
+    return re.findall(r"<img [^>]*>", match.group(1))
 
 
-def test_leaderboard_keeps_a_sampling_rows_batch_size_apart(tmp_path: Path) -> None:
-    """Seeds are per batch: a sampling row at another batch size made other text; a greedy one did not."""
-    data, runs = write_data(tmp_path / "data.jsonl"), tmp_path / "runs"
-    sampling = {"sampler": {"do_sample": True, "max_new_tokens": 8}}
-    for folder, batch_size in (("a", 8), ("b", 4)):
-        run = make_run(runs / folder, {"greedy": GOOD, "sampler": WORSE}, data, generation=sampling)
-        results = json.loads((run / "results.json").read_text(encoding="utf-8"))
-        for row in results["suite"]["models"]:
-            row["batch_size"] = batch_size
-        (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
-    table = list(csv.DictReader(io.StringIO(build_leaderboard(runs, "csv"))))
-    settings = {r["model_setting"] for r in table if r["metric"] == "bleu"}
-    assert len([s for s in settings if s.startswith("greedy")]) == 1
-    assert len([s for s in settings if s.startswith("sampler")]) == 2
+def test_report_shows_image_thumbnails_and_scores(v1_run: Path, tmp_path: Path) -> None:
+    images = ROOT / "suites" / "data" / "images"
+    shutil.copy(images / "gen-faithful" / "006.png", tmp_path / "<script>x.png")
+    (tmp_path / "faithful.txt").write_text(
+        "".join(f"{images / 'gen-faithful' / f'{i:03d}.png'}\n" for i in range(6)) + "<script>x.png\n",
+        encoding="utf-8",
+    )
+    results = v1_run / RunFolder.RESULTS
+    data = json.loads(results.read_text(encoding="utf-8"))
+    next(e for e in data["results"] if e["model"] == "faithful-generator")["generated_images"] = str(
+        tmp_path / "faithful.txt"
+    )
+    results.write_text(json.dumps(data), encoding="utf-8")
+    page = render_run_report(v1_run)
+    for label, count in (("reference", 12), ("faithful-generator", 7), ("degraded-generator", 12)):
+        imgs = thumbnails(page, label)
+        assert len(imgs) == count and all('src="data:image/png;base64,' in img for img in imgs), label
+    assert "· 12 of 100" in section(page, "images") and "· 7 of 7" in section(page, "images")
+    assert 'title="&lt;script&gt;x.png"' in page and "<script>x.png" not in page
+    assert page.count("<script") == 2  # the data block and the page's own script
+    cells, expected = score_cells(page), expected_scores(v1_run)
+    assert set(cells) == set(expected) and len(expected) == 60
+    for key, score in expected.items():
+        assert float(cells[key][0]) == score and cells[key][1] == format_score(score), key
+    # Image rows have no samples: they are not in the sample browser, and their task has no box plots.
+    assert [r["name"] for r in embedded_data(page)["rows"]] == [
+        "demo-greedy", "demo-beam5", "demo-sample", "untrained-greedy"
+    ]  # fmt: skip
+    shapes = section(page, "plots").split("<h3>shapes</h3>")[1]
+    assert "per sample (median at right)" not in shapes.split("<h3>")[0]
 
 
-def test_leaderboard_escapes_names(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    rename_row(make_run(runs, {"evil": GOOD}, write_data(tmp_path / "d.jsonl")), "evil", HOSTILE_NAME)
-    page = build_leaderboard(runs, "html")
-    assert page.count("<script") == 1 and "&lt;script&gt;window.__pwned = 4&lt;/script&gt;" in page
-    assert "<script>" not in build_leaderboard(runs, "md")
+def test_report_copes_with_moved_or_statistics_image_sets(v1_run: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(v1_run, moved)
+    data = json.loads((moved / RunFolder.RESULTS).read_text(encoding="utf-8"))
+    data["tasks"]["shapes"]["path"] = "/elsewhere/ref-stats.npz"
+    next(e for e in data["results"] if e["model"] == "faithful-generator")["generated_images"] = (
+        "/elsewhere/<b>gone</b>.txt"
+    )
+    (moved / RunFolder.RESULTS).write_text(json.dumps(data), encoding="utf-8")
+    page = render_run_report(moved)
+    assert "reference given as statistics, no images" in page
+    assert "images not shown: /elsewhere/&lt;b&gt;gone&lt;/b&gt;.txt is not here" in page
+    assert "<b>gone</b>" not in page
+    assert len(thumbnails(page, "degraded-generator")) == 12
 
 
-def test_leaderboard_without_runs_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no run folders"):
-        build_leaderboard(tmp_path, "html")
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "results.json").write_text("{")
-    with pytest.raises(UserError, match="no run folders"):
-        build_leaderboard(tmp_path, "md")
+# --- an old schema-1 run folder ---------------------------------------------------------------------
 
 
-def test_text_sparkline() -> None:
-    assert text_sparkline([1.0, 2.0, 3.0]) == "▁▅█"
-    assert text_sparkline([2.0, 2.0]) == "▁▁"
+def test_schema_1_folder_tables_are_the_ones_its_version_wrote(v1_run: Path) -> None:
+    """table.md and table.csv of the migrated record equal what the pre-record code wrote."""
+    record = RunFolder.open(v1_run).read_record()
+    assert to_markdown(record) == (v1_run / "table.md").read_text(encoding="utf-8")
+    assert to_csv(record) == (v1_run / "table.csv").read_text(encoding="utf-8")
 
 
-def test_line_separators_in_text_round_trip_through_report_and_compare(tmp_path: Path) -> None:
-    """U+2028/U+2029/U+0085 are legal unescaped inside JSON strings; readers split JSONL on "\\n" only."""
-    from aigc_eval.compare import compare_runs
-
-    odd = "one\u2028two\u2029three\u0085four"
-    examples = [*EXAMPLES[:3], ("s3", f"A prompt {odd}", f"the reference {odd}")]
-    data = write_data(tmp_path / "odd.jsonl", examples)
-    run = make_run(tmp_path / "runs", {"a": [*GOOD[:3], f" pred {odd}"], "b": WORSE[:4]}, data)
-    assert odd in (run / "samples.jsonl").read_text(encoding="utf-8")
-    page = render_run_report(run)
-    sample = next(s for s in embedded_data(page)["tasks"][0]["samples"] if s["id"] == "s3")
-    assert sample["prompt"] == f"A prompt {odd}" and sample["preds"][0]["text"] == f" pred {odd}"
-    comparison = compare_runs(run, run, pairs=[("a", "b")])
-    assert comparison.entries and all(e.n == 4 for e in comparison.entries)
-    assert any(c.baseline_prediction == f" pred {odd}" for e in comparison.entries for c in e.top_changes)
+def test_schema_1_folder_report_shows_its_record(v1_run: Path) -> None:
+    record = RunFolder.open(v1_run).read_record()
+    page = render_run_report(v1_run)
+    settings = section(page, "settings")
+    for provenance in record.models.values():
+        if provenance.backend == "hf":  # migrated from a v1 dict to a Provenance
+            assert f'title="{provenance.weights_sha256}">{provenance.weights_sha256[:12]}</td>' in settings
+    assert "<h3>Image rows</h3>" in settings
+    # The v1 score's flattened extra keys became details; its ci_unavailable reason reaches the legend.
+    assert "kd_efficientnet-lite0: no interval (every subset is the whole set" in section(page, "results")
 
 
-def test_a_null_score_reads_as_n_a_in_tables_report_and_compare(tmp_path: Path) -> None:
-    """Strict JSON writes an undefined score as null: every reader shows it, none crashes."""
-    from aigc_eval.compare import compare_runs
-    from aigc_eval.report.html import write_run_report
-    from aigc_eval.report.tables import task_tables
-
-    run = make_run(tmp_path / "runs", {"a": GOOD, "b": WORSE}, write_data(tmp_path / "d.jsonl"))
-    results_file = run / "results.json"
-    results = json.loads(results_file.read_text(encoding="utf-8"))
-    results["results"][0]["metrics"]["bleu"]["score"] = None
-    results_file.write_text(json.dumps(results, allow_nan=False), encoding="utf-8")
-    [table] = task_tables(json.loads(results_file.read_text(encoding="utf-8"))).values()
-    assert table.loc["a", "bleu ↑"].startswith("n/a")
-    write_run_report(run, None)
-    assert "n/a" in (run / "report.html").read_text(encoding="utf-8")
-    bleu = next(e for e in compare_runs(run, run).entries if e.metric == "bleu" and e.current_model == "a")
-    assert bleu.verdict != "regression"
+def test_schema_1_method_only_image_intervals_migrate_to_their_kind(tmp_path: Path) -> None:
+    """The oldest folders named a KID interval by ``method`` only: it must not read as a bootstrap CI."""
+    run = copy_v1_run(tmp_path / "run")
+    data = json.loads((run / RunFolder.RESULTS).read_text(encoding="utf-8"))
+    entry = next(e for e in data["results"] if e["model"] == "faithful-generator")
+    entry["metrics"]["kd_efficientnet-lite0"]["ci"] = {
+        "low": -0.002, "high": 0.0, "half_width": 0.001, "n_resamples": 100, "method": "kid-subset-std"
+    }  # fmt: skip
+    (run / RunFolder.RESULTS).write_text(json.dumps(data), encoding="utf-8")
+    record = RunFolder.open(run).read_record()
+    ci = record.entry("faithful-generator", "shapes").metrics["kd_efficientnet-lite0"].ci  # type: ignore[union-attr]
+    assert ci is not None and ci.kind == "subset-std"
+    assert "bootstrap CI: [-0.002" not in render_run_report(run)

@@ -151,11 +151,12 @@ def test_english_among_other_scripts_keeps_rouge_score_default_values(use_stemme
     # One Russian sample makes the corpus unicode; the English samples must not change at all.
     predictions, references = [*ENGLISH[0], "Привет мир"], [*ENGLISH[1], ["Привет"]]
     metric = ROUGE(ROUGE.Options(use_stemmer=use_stemmer))
-    per_sample = metric.sample_scores(metric.sample_stats(predictions, references))
+    stats = metric.sample_stats(predictions, references)
+    per_sample = metric.sample_scores(stats)
     default = _expected(RougeScorer(TYPES, use_stemmer=use_stemmer), ENGLISH)
     assert {t: v[:3] for t, v in per_sample.items()} == default
     assert per_sample["rouge1"][3] == pytest.approx(2 / 3)
-    assert "|tok:unicode|" in metric.signature()
+    assert "|tok:unicode|" in metric.signature(stats)
 
 
 @pytest.mark.parametrize(

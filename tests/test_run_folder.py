@@ -15,16 +15,8 @@ import yaml
 
 from aigc_eval.cli import main
 from aigc_eval.errors import UserError
-from aigc_eval.results import (
-    GenerationLog,
-    load_results,
-    lock_run_dir,
-    read_jsonl,
-    remove_stale_temp_files,
-    run_file,
-    write_atomic,
-    write_json,
-)
+from aigc_eval.files import read_jsonl, write_atomic, write_json
+from aigc_eval.run_folder import GenerationLog, RunFolder, remove_stale_temp_files, run_file
 
 EXAMPLES = [
     ("样本-1", "The cat reads", "the green house."),
@@ -137,7 +129,7 @@ def test_corrupt_run_json_on_resume_exits_2(finished_run, capsys, content: str) 
 def test_results_json_that_is_not_an_object_is_a_user_error(tmp_path: Path, capsys, content: str) -> None:
     (tmp_path / "results.json").write_text(content, encoding="utf-8")
     with pytest.raises(UserError, match=r"results\.json: not a valid results file"):
-        load_results(tmp_path)
+        RunFolder(tmp_path).read_record()
     assert main(["compare", str(tmp_path), str(tmp_path)]) == 2
     assert "results.json: not a valid results file" in _one_error_line(capsys)
 
@@ -147,7 +139,7 @@ def _log(run_dir: Path) -> Path:
 
 
 def _predictions(run_dir: Path) -> list[str]:
-    return [row["prediction"] for row in read_jsonl(run_dir / "samples.jsonl")]
+    return [sample.prediction for sample in RunFolder(run_dir).read_samples()]
 
 
 def test_log_torn_inside_a_multibyte_character_resumes_and_regenerates(finished_run) -> None:
@@ -162,8 +154,8 @@ def test_log_torn_inside_a_multibyte_character_resumes_and_regenerates(finished_
 
     assert main(["run", str(suite), "--resume", str(run_dir), "--quiet"]) == 0
     assert _predictions(run_dir) == before
-    results = load_results(run_dir)
-    assert results["results"][0]["timing"]["resumed_samples"] == 2
+    results = RunFolder(run_dir).read_record()
+    assert results.results[0].timing.resumed_samples == 2
     # The torn bytes were cut off, not sealed into the log: every line is whole JSON again. (The
     # backend regenerates a batch whole, so its finished members appear twice; the last one wins.)
     rows = log.read_bytes().decode("utf-8").split("\n")
@@ -208,8 +200,8 @@ def test_log_append_after_a_torn_tail_cuts_the_tail(tmp_path: Path) -> None:
 _HOLD_LOCK = """
 import sys
 from pathlib import Path
-from aigc_eval.results import lock_run_dir
-with lock_run_dir(Path(sys.argv[1])):
+from aigc_eval.run_folder import RunFolder
+with RunFolder(Path(sys.argv[1])).lock():
     print("locked", flush=True)
     sys.stdin.readline()
 """
@@ -235,11 +227,11 @@ def test_second_process_on_a_run_folder_exits_2(finished_run, capsys) -> None:
 
 
 def test_lock_is_released_on_exit_and_reacquired(tmp_path: Path) -> None:
-    with lock_run_dir(tmp_path):
+    with RunFolder(tmp_path).lock():
         assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
-        with pytest.raises(UserError, match=f"in use by process {os.getpid()}"), lock_run_dir(tmp_path):
+        with pytest.raises(UserError, match=f"in use by process {os.getpid()}"), RunFolder(tmp_path).lock():
             pass
-    with lock_run_dir(tmp_path):
+    with RunFolder(tmp_path).lock():
         pass
 
 
@@ -298,7 +290,7 @@ def test_internal_error_in_a_run_is_exit_3_with_the_traceback_in_the_run_folder(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(aigc_eval.runner, "write_run_outputs", broken)
+    monkeypatch.setattr(aigc_eval.runner, "finalize", broken)
     suite = _suite(tmp_path, tiny_lm_dir)
     assert main(["run", str(suite), "--output-dir", str(tmp_path / "out"), "--quiet"]) == 3
     (run_dir,) = (tmp_path / "out" / "safe").iterdir()

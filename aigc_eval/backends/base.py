@@ -1,30 +1,62 @@
-"""The backend contract, small enough that vLLM or an HTTP backend can be added
-later without touching metrics or the runner."""
+"""The backend contract: what a backend declares (options model, capabilities) and what the runner
+calls on it, small enough that vLLM or an HTTP backend is one new file touching nothing else.
+
+A backend module defines a row options model (a subclass of ``aigc_eval.config.ModelRow`` with
+``backend: Literal["name"]``) and a ``Backend`` subclass registered with
+``@backends.register("name")`` (``aigc_eval.backends``). Suites validate ``models[i]`` with that
+options model, ``preflight`` checks the row against the class's ``capabilities`` before anything
+runs, and ``create_backend(row)`` builds it from the row alone.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from aigc_eval.config import ModelRow
+    from aigc_eval.record import Provenance
 
 # Where a transformers config states the context length, in order of preference.
 CONTEXT_KEYS = ("n_positions", "max_position_embeddings")
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Decoding settings; defaults are greedy decoding."""
+class GenerationSettings(BaseModel):
+    """Decoding settings (a row's ``generation:``); defaults are greedy decoding.
 
-    max_new_tokens: int = 64
-    num_beams: int = 1
+    One model for both the suite schema and the backends, frozen so settings hash and compare.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(64, ge=1)
+    num_beams: int = Field(1, ge=1)
     do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 50
-    repetition_penalty: float = 1.0
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(50, ge=0)
+    repetition_penalty: float = Field(1.0, gt=0)
     early_stopping: bool = False
     seed: int = 0
-    stop: tuple[str, ...] = field(default_factory=tuple)
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the plan refuses a suite asking for more (``preflight``)."""
+
+    generate: bool = False  # text continuations (rows without it take part in image tasks only)
+    loglikelihood: bool = False  # scores texts (perplexity)
+    beam_search: bool = False  # generation.num_beams > 1
+    sampling: bool = False  # generation.do_sample
+    seeds: bool = False  # sampling reproducible from generation.seed
+    chat_templates: bool = False  # chat: true
+    logprobs: bool = False  # per-token log-probabilities (loglikelihood per_token)
 
 
 @dataclass(frozen=True)
@@ -42,8 +74,28 @@ class TokenLogLikelihood:
 BatchCallback = Callable[[list[int], list[str], int], None]
 
 
-class Backend(Protocol):
-    """What the runner needs from a model."""
+class Backend(ABC):
+    """A model the runner generates with or scores with, built from its row (``create_backend``).
+
+    Subclasses set ``Options`` (their row model) and ``capabilities``; methods they cannot do keep
+    the defaults below, which the plan's capability checks make unreachable from a suite.
+    """
+
+    Options: ClassVar[type[ModelRow]]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @abstractmethod
+    def __init__(self, row: ModelRow) -> None:
+        """Load (or connect to) the model the row describes; user errors name the option at fault."""
+
+    @classmethod
+    def check_row(cls, row: ModelRow, base_dir: Path, where: Callable[[str], str]) -> int | None:
+        """Plan-time check of what the row refers to, reading no weights (a missing folder fails
+        here, before anything runs); returns the model's context length when it is known.
+
+        ``where(option)`` is the prefix naming that option in an error, e.g. ``suite.yaml: models[1].path``.
+        """
+        return None
 
     def generate(
         self,
@@ -57,10 +109,12 @@ class Backend(Protocol):
         ``skip`` holds indices already generated (resume): whole batches of them
         are not run again, and their slots in the result are empty strings.
         """
+        raise self._cannot("generate")
 
     def truncated_prompts(self, prompts: Sequence[str], settings: GenerationSettings) -> int:
         """How many of ``prompts`` ``generate`` cuts from the left (lm-eval's convention) so that
         prompt plus ``max_new_tokens`` fit the model's context."""
+        raise self._cannot("generate")
 
     def loglikelihood(
         self,
@@ -78,9 +132,16 @@ class Backend(Protocol):
         text) condition the texts without being scored. ``per_token`` adds each scored
         token's NLL (``token_nll``); metrics need only the sums.
         """
+        raise self._cannot("loglikelihood")
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Tokens in these texts under the model's tokenizer (for tokens/s)."""
+        raise self._cannot("generate")
 
-    def describe(self) -> dict[str, str]:
-        """Provenance for results.json: model path, revision, weights hash, dtype, device."""
+    @abstractmethod
+    def describe(self) -> Provenance:
+        """Provenance for results.json: backend, model, revision, weights hash, dtype, device."""
+
+    def _cannot(self, capability: str) -> NotImplementedError:
+        # The plan checks capabilities first, so reaching this is a bug in the caller.
+        return NotImplementedError(f"backend {type(self).__name__} has no {capability!r} capability")

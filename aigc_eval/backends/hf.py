@@ -1,28 +1,82 @@
-"""Local Hugging Face transformers backend: batched generation and sliding-window log-likelihood."""
+"""Local Hugging Face transformers backend: batched generation and sliding-window log-likelihood.
+
+Longer than ~400 lines because a backend is one file (the plug-in rule): its row options, its
+capabilities, its plan-time folder checks, loading, generation, log-likelihood and provenance.
+torch and transformers are imported only when a model loads, so registering this backend and
+validating a suite's ``hf`` rows stay free of them.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import inspect
+import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-import torch
-import transformers
-from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
+from pydantic import Field
 
-from aigc_eval.backends.base import CONTEXT_KEYS, BatchCallback, GenerationSettings, TokenLogLikelihood
+from aigc_eval.backends import backends
+from aigc_eval.backends.base import (
+    CONTEXT_KEYS,
+    Backend,
+    BatchCallback,
+    Capabilities,
+    GenerationSettings,
+    TokenLogLikelihood,
+)
+from aigc_eval.config import Device, ModelRow, local_path, looks_like_path
 from aigc_eval.errors import UserError
+from aigc_eval.files import resolve_device, sha256_files
+from aigc_eval.record import Provenance
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+    import transformers
+    from safetensors import SafetensorError
+    from transformers import GenerationConfig
+
+_DTYPES = ("float32", "bfloat16", "float16")
 T = TypeVar("T")
 R = TypeVar("R")
 W = TypeVar("W", bound=tuple)
 # Scored positions per float32 log-softmax chunk: 4,096 x a 150k vocabulary is 2.5 GB.
 _NLL_CHUNK = 4096
+# Any one of these makes a folder's tokenizer loadable (fast tokenizer, slow vocabularies, sentencepiece).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+_TRUE = ("1", "true", "yes", "on")
+
+
+class HFRow(ModelRow):
+    """An ``hf`` row: a transformers causal LM (local folder or hub id) and its decoding settings.
+
+    Field names and defaults are those of the single-backend schema, so a row's JSON dump, the
+    suite's config hash and the generation logs' resume keys are unchanged.
+    """
+
+    backend: Literal["hf"] = "hf"
+    path: str = Field(description="a local model folder or a hub id")
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: Device = "auto"
+    batch_size: int = Field(8, ge=1)
+    trust_remote_code: bool = False
+    chat: bool = False
+    system: str | None = None
+    # PyTorch's fused tanh-GELU for GPT-2-style activations: same function up to float rounding.
+    fused_activations: bool = True
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+
+    path_fields = ("path",)
 
 
 def _looks_local(path: str) -> bool:
@@ -30,25 +84,9 @@ def _looks_local(path: str) -> bool:
     return Path(path).expanduser().exists() or path.startswith((".", "/", "~")) or path.count("/") > 1
 
 
-def _pick_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as err:
-        raise UserError(
-            f"device {device!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps"
-        ) from err
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asked for but CUDA is not available; use device: auto or cpu")
-    return chosen
-
-
 def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    import torch
+
     if dtype == "auto":
         # bf16 halves memory on GPUs that support it; fp32 elsewhere keeps CPU scores exact.
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -56,16 +94,20 @@ def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return torch.float32
     if dtype not in _DTYPES:
         raise UserError(f"dtype {dtype!r} is not supported; use auto, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
+    return getattr(torch, dtype)
 
 
 def _is_oom(err: BaseException) -> bool:
+    import torch
+
     return isinstance(err, torch.OutOfMemoryError) or (
         isinstance(err, RuntimeError) and "out of memory" in str(err)
     )
 
 
 def _empty_cache() -> None:
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     elif torch.backends.mps.is_available():
@@ -133,6 +175,8 @@ def fuse_activations(model: torch.nn.Module) -> int:
     equal up to float rounding. Composed of five element-wise passes, the activation took about a
     fifth of a GPT-2 forward on a CPU. Returns how many modules were swapped.
     """
+    from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
+
     swapped = 0
     for parent in model.modules():
         for name, child in parent.named_children():
@@ -145,6 +189,8 @@ def fuse_activations(model: torch.nn.Module) -> int:
 def _generated_lengths(new_tokens: torch.Tensor, eos: int | list[int] | None, pad: int | None) -> list[int]:
     """Tokens each row actually generated: up to and including its first EOS; the padding that
     ``generate`` appends after a row finished (EOS or a stop string) is not generated text."""
+    import torch
+
     width = new_tokens.shape[1]
     eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
     is_eos = torch.isin(new_tokens, torch.tensor(eos_ids, dtype=new_tokens.dtype))
@@ -161,55 +207,131 @@ def _weight_files(folder: Path) -> list[Path]:
     return files or sorted(folder.glob("*.bin"))
 
 
-def _sha256_files(files: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for file in files:
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
+# -- plan-time checks (no weights read) -------------------------------------------------------------
 
 
-class HFBackend:
-    """A causal LM loaded once with transformers; implements the ``Backend`` protocol."""
+def context_length(folder: Path) -> int | None:
+    """The model's context from its ``config.json`` (what ``HFBackend.context_length`` reports)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in CONTEXT_KEYS:
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
-    def __init__(
-        self,
-        path: str,
-        revision: str | None = None,
-        dtype: str = "auto",
-        device: str = "auto",
-        batch_size: int = 8,
-        trust_remote_code: bool = False,
-        chat: bool = False,
-        system: str | None = None,
-        fused_activations: bool = True,
-    ) -> None:
-        if batch_size < 1:
-            raise UserError(f"batch_size must be at least 1, got {batch_size}")
-        self.path = path
-        self.revision = revision
-        self.batch_size = batch_size
-        self.chat = chat
-        self.system = system
-        self.device = _pick_device(device)
-        self.dtype = _pick_dtype(dtype, self.device)
-        self._local = _looks_local(path)
-        self._folder = Path(path).expanduser()
+
+def check_model_folder(folder: Path, where: str) -> None:
+    """A local model folder has a config, a tokenizer and weights; without a tokenizer transformers
+    used to load one that produced empty outputs for every prompt (every score 0, exit 0)."""
+    if not folder.is_dir():
+        raise UserError(f"{where}: {folder} is a file; give the model's folder")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{where}: {folder} has no config.json, so it is not a transformers model folder")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(
+            f"{where}: {folder} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer there too (tokenizer.save_pretrained(folder))"
+        )
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise UserError(
+            f"{where}: {folder} has no weights (*.safetensors or *.bin); save the model there "
+            "(model.save_pretrained(folder))"
+        )
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
+
+
+def _cached_hub_folder(model_id: str, revision: str | None) -> Path | None:
+    """The local snapshot of a hub model, if its config was ever downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def model_folder(row: HFRow, base_dir: Path, where: str) -> Path | None:
+    """The checked local folder of an ``hf`` row (a cached hub snapshot counts), or None for a hub id
+    that will be downloaded. A path that is not there says so, instead of a hub connection error."""
+    local = local_path(row.path, base_dir)
+    if local.exists():
+        check_model_folder(local, where)
+        return local
+    # `models/x` where `models/` exists: a mistyped folder, not the hub model `models/x`.
+    first = Path(row.path).parts[0] if Path(row.path).parts else ""
+    if looks_like_path(row.path) or ("/" in row.path and (base_dir / first).is_dir()):
+        raise UserError(
+            f"{where}: folder not found: {row.path!r} (relative paths resolve against {base_dir}); "
+            "fix the path"
+        )
+    cached = _cached_hub_folder(row.path, row.revision)
+    if cached is None and _hub_offline():
+        raise UserError(
+            f"{where}: {row.path!r} is no folder in {base_dir} and not in the Hugging Face cache, and "
+            "HF_HUB_OFFLINE is set, so it cannot be downloaded; fix the path or unset HF_HUB_OFFLINE"
+        )
+    return cached
+
+
+# -- the backend ------------------------------------------------------------------------------------
+
+
+@backends.register("hf")
+class HFBackend(Backend):
+    """A causal LM loaded once with transformers."""
+
+    Options = HFRow
+    capabilities = Capabilities(
+        generate=True,
+        loglikelihood=True,
+        beam_search=True,
+        sampling=True,
+        seeds=True,
+        chat_templates=True,
+        logprobs=True,
+    )
+
+    def __init__(self, row: ModelRow) -> None:
+        assert isinstance(row, HFRow), f"an hf row, not {type(row).__name__}"
+        self.row = row
+        self.path = row.path
+        self.revision = row.revision
+        self.batch_size = row.batch_size
+        self.chat = row.chat
+        self.system = row.system
+        self.device = resolve_device(row.device)
+        self.dtype = _pick_dtype(row.dtype, self.device)
+        self._local = _looks_local(row.path)
+        self._folder = Path(row.path).expanduser()
         if self._local and not self._folder.exists():
             raise UserError(
-                f"model folder {path!r} does not exist; fix `path`, or give a hub id such as 'org/name'"
+                f"model folder {row.path!r} does not exist; fix `path`, or give a hub id such as 'org/name'"
             )
         if self._local:
-            from aigc_eval.preflight import check_model_folder
-
-            check_model_folder(self._folder, f"model {path!r}")
-        self.tokenizer, self.model = self._load(trust_remote_code)
-        self.fused_activations = fuse_activations(self.model) if fused_activations else 0
+            check_model_folder(self._folder, f"model {row.path!r}")
+        self.tokenizer, self.model = self._load(row.trust_remote_code)
+        self.fused_activations = fuse_activations(self.model) if row.fused_activations else 0
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._weights_sha256: str | None = None
 
+    @classmethod
+    def check_row(cls, row: ModelRow, base_dir: Path, where: Callable[[str], str]) -> int | None:
+        """The model folder (or cached hub snapshot) is complete; its context from ``config.json``."""
+        assert isinstance(row, HFRow)
+        folder = model_folder(row, base_dir, where("path"))
+        return context_length(folder) if folder is not None else None
+
     def _load(self, trust_remote_code: bool) -> tuple[transformers.PreTrainedTokenizerBase, torch.nn.Module]:
+        from safetensors import SafetensorError
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         safetensors = True if self._local and any(self._folder.glob("*.safetensors")) else None
         common = {"revision": self.revision, "trust_remote_code": trust_remote_code}
         try:
@@ -233,7 +355,7 @@ class HFBackend:
 
     def _corrupt_weights(self, err: SafetensorError) -> UserError:
         """A truncated or damaged safetensors file (an interrupted download or save), named."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         folder, _ = self._snapshot()
         files = sorted(folder.glob("*.safetensors")) if folder is not None else []
@@ -270,6 +392,8 @@ class HFBackend:
 
     def _generation_config(self, settings: GenerationSettings) -> GenerationConfig:
         """Decoding is set from ``settings``; fields left unset follow the model's generation_config."""
+        from transformers import GenerationConfig
+
         eos = self.model.generation_config.eos_token_id
         config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
@@ -326,6 +450,8 @@ class HFBackend:
         ``settings.seed + b``, so a resumed run forms the same batches and samples the same text.
         Prompts longer than the context allows are cut from the left (``truncated_prompts``).
         """
+        import torch
+
         skip = skip or set()
         encoded = self._fitted_prompt_ids(prompts, settings)
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -353,6 +479,8 @@ class HFBackend:
         self, ids: list[list[int]], config: GenerationConfig, stops: Sequence[str], extra: dict
     ) -> list[tuple[str, int]]:
         """(continuation, tokens the model generated for it) per prompt."""
+        import torch
+
         batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
         with torch.inference_mode():
             out = self.model.generate(
@@ -391,6 +519,8 @@ class HFBackend:
         tokenized as the tail of ``context + text`` (lm-eval's convention), so token boundaries
         match what the model would generate. ``per_token`` also returns each scored token's NLL.
         """
+        import torch
+
         limit = self.context_length()
         max_length = max_length or limit
         if max_length is None:
@@ -435,6 +565,8 @@ class HFBackend:
     def _window_nll(self, batch: list[tuple[int, list[int], int, int]]) -> list[torch.Tensor]:
         """Per-window float64 NLL of each scored token (right padding); logits only where the
         next token is scored."""
+        import torch
+
         width = max(len(w[1]) for w in batch)
         input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -504,20 +636,26 @@ class HFBackend:
     def count_tokens(self, texts: Sequence[str]) -> int:
         return sum(len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> Provenance:
         """Provenance: the weights hash is sha256 over the weight files' bytes in sorted name order."""
+        import torch
+        import transformers
+
         folder, revision = self._snapshot()
         if self._weights_sha256 is None:
             files = _weight_files(folder) if folder is not None else []
-            self._weights_sha256 = _sha256_files(files) if files else "unknown"
-        return {
-            "model": self.path,
-            "revision": revision or "",
-            "weights_sha256": self._weights_sha256,
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "device": str(self.device),
-            "context_length": str(self.context_length() or ""),
-            "fused_activations": str(self.fused_activations),
-            "transformers": transformers.__version__,
-            "torch": torch.__version__,
-        }
+            self._weights_sha256 = sha256_files(files) if files else "unknown"
+        return Provenance(
+            backend="hf",
+            model=self.path,
+            revision=revision,
+            weights_sha256=self._weights_sha256,
+            dtype=str(self.dtype).removeprefix("torch."),
+            device=str(self.device),
+            context_length=self.context_length(),
+            extra={
+                "fused_activations": str(self.fused_activations),
+                "transformers": transformers.__version__,
+                "torch": torch.__version__,
+            },
+        )

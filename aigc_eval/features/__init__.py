@@ -1,7 +1,7 @@
-"""Feature backbones by name, and cached, batched extraction of an image set's features.
+"""Feature backbones by name (a plug-in registry), and cached, batched extraction of an image set's features.
 
 Importing this package is light (no torch, numpy, PIL or scipy): ``BACKBONE_NAMES``
-serves as a config-schema choice; the heavy modules load when a function runs.
+serves as a config-schema choice; a backbone's module (torch) loads when it is looked up.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aigc_eval.errors import UserError
+from aigc_eval.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,25 +21,24 @@ if TYPE_CHECKING:
     from aigc_eval.features.cache import FeatureCache
     from aigc_eval.images import ImageSet
 
-BACKBONE_NAMES: tuple[str, ...] = ("inception-v3-tf", "efficientnet-lite0", "clip", "dinov2")
-BACKBONES = BACKBONE_NAMES  # the name image_scoring and the benchmarks import
+# Built-in backbones by the module that registers each; the names are a config-schema choice.
+_BUILTINS = {
+    "inception-v3-tf": "aigc_eval.features.inception",
+    "efficientnet-lite0": "aigc_eval.features.efficientnet",
+    "clip": "aigc_eval.features.hf_vision",
+    "dinov2": "aigc_eval.features.hf_vision",
+}
+BACKBONE_NAMES: tuple[str, ...] = tuple(_BUILTINS)
+
+# Adding a backbone is one file: a ``Backbone`` subclass decorated with ``@backbones.register(name)``,
+# taking ``(path, device)``; third-party packages register through the ``aigc_eval.backbones``
+# entry-point group.
+backbones: Registry[type[Backbone]] = Registry("backbone", "aigc_eval.backbones", builtins=_BUILTINS)
 
 
 def get_backbone(name: str, path: str | Path | None = None, device: str | torch.device = "auto") -> Backbone:
     """The backbone called ``name``; ``path`` overrides its weights (required for clip and dinov2)."""
-    if name == "inception-v3-tf":
-        from aigc_eval.features.inception import InceptionV3TF
-
-        return InceptionV3TF(path, device)
-    if name == "efficientnet-lite0":
-        from aigc_eval.features.efficientnet import EfficientNetLite0
-
-        return EfficientNetLite0(path, device)
-    if name in ("clip", "dinov2"):
-        from aigc_eval.features.hf_vision import HFVision
-
-        return HFVision(name, path, device)
-    raise UserError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONE_NAMES)}")
+    return backbones.get(name)(path, device)
 
 
 @dataclass(frozen=True)

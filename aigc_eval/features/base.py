@@ -6,39 +6,15 @@ hashed), so a cache hit never pays for loading the model.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from aigc_eval.errors import UserError
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` is the first CUDA GPU when there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise UserError(f"device {device!r}: {error}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r}: no CUDA GPU is available here; use --device cpu or auto")
-    return resolved
-
-
-def sha256_files(paths: Iterable[Path]) -> str:
-    """One sha256 over the bytes of several files, in the given order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+from aigc_eval.files import resolve_device
 
 
 def clean_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -63,18 +39,23 @@ def scaled_batch(images: list[np.ndarray], size: int, offset: float, scale: floa
 
 
 class Backbone(ABC):
-    """A network that turns uint8 RGB images into feature vectors (and maybe class logits)."""
+    """A network that turns uint8 RGB images into feature vectors (and maybe class logits).
+
+    A backbone class is registered with ``@aigc_eval.features.backbones.register(name)`` and built
+    as ``cls(path, device)``: ``path`` overrides its weights (None: its default ones).
+    """
 
     name: str
     feature_dim: int
-    has_logits: bool
+    # Whether ``embed`` also gives class logits (what the Inception Score needs).
+    has_logits: ClassVar[bool] = False
     weights_sha256: str
     resize: str  # short resize description for signatures, e.g. "pil-bicubic-299"
     preprocessing: str  # everything about the input pipeline that changes features (cache key)
     batch_size: int
 
     def __init__(self, device: str | torch.device = "auto") -> None:
-        self.device = resolve_device(device)
+        self.device = resolve_device(str(device))
         self._loaded = False
 
     @abstractmethod

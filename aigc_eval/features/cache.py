@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from aigc_eval.files import write_npz_atomic
 
 CACHE_VERSION = "aigc-eval-features-1"
 ENV_VAR = "AIGC_EVAL_CACHE_DIR"
@@ -79,18 +80,5 @@ class FeatureCache:
         }
         if logits is not None:
             arrays["logits"] = logits.astype(np.float32)
-        save_npz_atomic(path, arrays)
+        write_npz_atomic(path, arrays)
         return path
-
-
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` via a temp file and a rename, so a kill never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

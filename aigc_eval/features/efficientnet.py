@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from aigc_eval.errors import UserError
-from aigc_eval.features.base import Backbone, scaled_batch, sha256_files
+from aigc_eval.features import backbones
+from aigc_eval.features.base import Backbone, scaled_batch
+from aigc_eval.files import sha256_files
 
 INPUT_SIZE = 224
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
@@ -36,11 +38,11 @@ def packaged_weights() -> Path | None:
     return path if path.is_file() else None
 
 
+@backbones.register("efficientnet-lite0")
 class EfficientNetLite0(Backbone):
     name = "efficientnet-lite0"
     feature_dim = 1280
     has_logits = True
-    num_classes = 1000
     resize = f"pil-bicubic-{INPUT_SIZE}"
     preprocessing = f"pil-bicubic-float32-{INPUT_SIZE}|clip:0-255|scale:(x-127)/128|pool:avg"
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from aigc_eval.errors import UserError
-from aigc_eval.features.base import Backbone, sha256_files
+from aigc_eval.features import backbones
+from aigc_eval.features.base import Backbone
+from aigc_eval.files import sha256_files
 
-_MODEL_TYPES = {"clip": ("clip",), "dinov2": ("dinov2",)}
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 
 
@@ -38,11 +40,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 class HFVision(Backbone):
-    """A CLIP or DINOv2 vision tower loaded from a local folder."""
+    """A vision tower loaded from a local transformers folder (subclasses: which model type)."""
 
-    def __init__(self, kind: str, path: str | Path | None, device: str | torch.device = "auto") -> None:
+    pooling: ClassVar[str]  # which output the features are (for the cache key)
+
+    def __init__(self, path: str | Path | None = None, device: str | torch.device = "auto") -> None:
         super().__init__(device)
-        self.name = kind
+        kind = self.name
         if path is None:
             raise UserError(
                 f"backbone {kind}: needs a local transformers checkpoint folder; pass --backbone-path DIR"
@@ -53,10 +57,9 @@ class HFVision(Backbone):
             raise UserError(f"{self.path}: not a transformers checkpoint folder (no config.json)")
         config = _read_json(config_file)
         model_type = config.get("model_type")
-        if model_type not in _MODEL_TYPES[kind]:
+        if model_type != kind:
             raise UserError(
-                f"{self.path}: model_type {model_type!r} is not a {kind} checkpoint "
-                f"(expected {' or '.join(_MODEL_TYPES[kind])})"
+                f"{self.path}: model_type {model_type!r} is not a {kind} checkpoint (expected {kind})"
             )
         processor_file = self.path / "preprocessor_config.json"
         if not processor_file.is_file():
@@ -68,29 +71,68 @@ class HFVision(Backbone):
         if not weights:
             raise UserError(f"{self.path}: no weights (*.safetensors or *.bin)")
         self.weights_sha256 = sha256_files(weights)
-        self.feature_dim = int(config["projection_dim"] if kind == "clip" else config["hidden_size"])
-        self.has_logits = False
+        self.feature_dim = self._feature_dim(config)
         processor_hash = hashlib.sha256(json.dumps(processor, sort_keys=True).encode()).hexdigest()
         self.resize = f"hf-processor-{_target_size(processor)}"
-        pooling = "image_embeds-l2" if kind == "clip" else "cls-layernorm"
-        self.preprocessing = f"hf-processor:{processor_hash[:16]}|features:{pooling}"
+        self.preprocessing = f"hf-processor:{processor_hash[:16]}|features:{self.pooling}"
         self.batch_size = 64 if self.device.type == "cuda" else 16
 
-    def _load(self) -> None:
-        from transformers import AutoImageProcessor, CLIPModel, Dinov2Model
+    @abstractmethod
+    def _feature_dim(self, config: dict[str, Any]) -> int: ...
 
-        model_class = CLIPModel if self.name == "clip" else Dinov2Model
+    @abstractmethod
+    def _model_class(self) -> Any: ...
+
+    def _load(self) -> None:
+        from transformers import AutoImageProcessor
+
         self._processor = AutoImageProcessor.from_pretrained(self.path)
-        self._model = model_class.from_pretrained(self.path, dtype=torch.float32).eval().to(self.device)
+        model = self._model_class().from_pretrained(self.path, dtype=torch.float32)
+        self._model = model.eval().to(self.device)
+
+    def _pixels(self, images: list[np.ndarray]) -> torch.Tensor:
+        pil_images = [Image.fromarray(image) for image in images]
+        return self._processor(images=pil_images, return_tensors="pt")["pixel_values"].to(self.device)
+
+
+@backbones.register("clip")
+class CLIPVision(HFVision):
+    """CLIP image embeddings, L2-normalised (CMMD, FD_CLIP)."""
+
+    name = "clip"
+    pooling = "image_embeds-l2"
+
+    def _feature_dim(self, config: dict[str, Any]) -> int:
+        return int(config["projection_dim"])
+
+    def _model_class(self) -> Any:
+        from transformers import CLIPModel
+
+        return CLIPModel
 
     def _forward(self, images: list[np.ndarray]) -> tuple[torch.Tensor, None]:
-        pil_images = [Image.fromarray(image) for image in images]
-        pixels = self._processor(images=pil_images, return_tensors="pt")["pixel_values"].to(self.device)
-        if self.name == "clip":
-            output = self._model.get_image_features(pixel_values=pixels)
-            embeds = output if isinstance(output, torch.Tensor) else output.pooler_output
-            return torch.nn.functional.normalize(embeds, dim=-1), None
-        return self._model(pixel_values=pixels).pooler_output, None
+        output = self._model.get_image_features(pixel_values=self._pixels(images))
+        embeds = output if isinstance(output, torch.Tensor) else output.pooler_output
+        return torch.nn.functional.normalize(embeds, dim=-1), None
+
+
+@backbones.register("dinov2")
+class DINOv2Vision(HFVision):
+    """The DINOv2 CLS token after the final layer norm (FD_DINOv2)."""
+
+    name = "dinov2"
+    pooling = "cls-layernorm"
+
+    def _feature_dim(self, config: dict[str, Any]) -> int:
+        return int(config["hidden_size"])
+
+    def _model_class(self) -> Any:
+        from transformers import Dinov2Model
+
+        return Dinov2Model
+
+    def _forward(self, images: list[np.ndarray]) -> tuple[torch.Tensor, None]:
+        return self._model(pixel_values=self._pixels(images)).pooler_output, None
 
 
 def _target_size(processor: dict[str, Any]) -> str:

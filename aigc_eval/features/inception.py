@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from aigc_eval.errors import UserError
-from aigc_eval.features.base import Backbone, scaled_batch, sha256_files
+from aigc_eval.features import backbones
+from aigc_eval.features.base import Backbone, scaled_batch
+from aigc_eval.files import sha256_files
 
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 INPUT_SIZE = 299
@@ -74,10 +76,10 @@ def locate_weights(path: str | Path | None) -> tuple[Path, str]:
     )
 
 
+@backbones.register("inception-v3-tf")
 class InceptionV3TF(Backbone):
     name = "inception-v3-tf"
     feature_dim = 2048
-    has_logits = False
     resize = f"pil-bicubic-{INPUT_SIZE}"
     preprocessing = f"clean-fid:pil-bicubic-float32-{INPUT_SIZE}|clip:0-255|scale:(x-128)/128"
 

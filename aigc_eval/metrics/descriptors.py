@@ -12,7 +12,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from aigc_eval import __version__
-from aigc_eval.metrics.base import Metric, References, Score
+from aigc_eval.metrics.base import Metric, References, SampleInputs, Score
+from aigc_eval.metrics.registry import metrics
 from aigc_eval.metrics.tokenize import words
 
 _SIGNATURE = f"aigc-eval:{__version__}|tok:unicode-words|distinct:corpus"
@@ -29,6 +30,7 @@ def _distinct(ngram_lists: Sequence[tuple[tuple[str, ...], ...]]) -> tuple[float
     return (unique / total if total else 0.0), unique, total
 
 
+@metrics.register("descriptors")
 class Descriptors(Metric):
     """Mean length in ``words()`` tokens, empty rate, corpus distinct-1 and distinct-2.
 
@@ -38,15 +40,18 @@ class Descriptors(Metric):
     """
 
     name = "descriptors"
+    description = (
+        "Descriptors of the outputs alone (no reference): mean length in words (CJK characters "
+        "count as words), share of empty outputs, distinct-1/2 over the pooled corpus."
+    )
     outputs = ("length", "empty_rate", "distinct1", "distinct2")
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-    def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
-        self.options = options or self.Options()
-
-    def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
+    def sample_stats(
+        self, predictions: Sequence[str], references: References, inputs: SampleInputs | None = None
+    ) -> np.ndarray:
         """Columns: token count, empty flag, unigrams, bigrams. References are not used."""
         stats = np.empty((len(predictions), 4), dtype=object)
         for i, text in enumerate(predictions):
@@ -99,5 +104,5 @@ class Descriptors(Metric):
             "distinct2": [_distinct([grams])[0] for grams in stats[:, 3]],
         }
 
-    def signature(self) -> str:
+    def signature(self, stats: np.ndarray) -> str:
         return _SIGNATURE

@@ -17,11 +17,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from aigc_eval.errors import UserError
-from aigc_eval.metrics.base import Metric, References, Score, check_aligned
+from aigc_eval.metrics.base import Metric, MetricContext, References, SampleInputs, Score, check_aligned
+from aigc_eval.metrics.registry import metrics
 
 
+@metrics.register("evaluate")
 class EvaluateMetric(Metric):
     name = "evaluate"
+    description = "A Hugging Face evaluate module, computed by the module itself; see its signature."
     outputs = ()
     resamplable = False  # each aggregate is a full module.compute() call
 
@@ -35,8 +38,10 @@ class EvaluateMetric(Metric):
         multi_reference: bool = False  # pass every reference (list per sample) instead of the first
         compute_kwargs: dict[str, Any] = Field(default_factory=dict)
 
-    def __init__(self, options: Options, lang: str | None = None) -> None:
-        self.options = options
+    def __init__(
+        self, options: Options, lang: str | None = None, context: MetricContext | None = None
+    ) -> None:
+        super().__init__(options, lang, context)
         self.label = self._label(options)
 
     @staticmethod
@@ -66,7 +71,9 @@ class EvaluateMetric(Metric):
                 "local evaluate metric script (offline) or a hub metric name (online)"
             ) from None
 
-    def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
+    def sample_stats(
+        self, predictions: Sequence[str], references: References, inputs: SampleInputs | None = None
+    ) -> np.ndarray:
         check_aligned(predictions, references)
         rows = np.empty((len(predictions), 2), dtype=object)
         for i, (prediction, refs) in enumerate(zip(predictions, references, strict=True)):
@@ -95,7 +102,7 @@ class EvaluateMetric(Metric):
     def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
         return {
             self._output(key): Score(
-                self._output(key), value, self.signature(), self.options.higher_is_better
+                self._output(key), value, self.signature(stats), self.options.higher_is_better
             )
             for key, value in self._compute(stats).items()
         }
@@ -107,7 +114,7 @@ class EvaluateMetric(Metric):
                 per_sample.setdefault(self._output(key), []).append(value)
         return per_sample
 
-    def signature(self) -> str:
+    def signature(self, stats: np.ndarray) -> str:
         import evaluate
 
         config = self.options.config_name or "default"

@@ -9,14 +9,15 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from aigc_eval.backends.base import Backend
 from aigc_eval.errors import UserError
-from aigc_eval.metrics.base import Metric, References, Score, check_aligned
+from aigc_eval.metrics.base import Metric, MetricContext, References, SampleInputs, Score, check_aligned
+from aigc_eval.metrics.registry import metrics
 from aigc_eval.metrics.tokenize import is_cjk_language
 
 NLL, TOKENS, BYTES = 0, 1, 2
 
 
+@metrics.register("perplexity")
 class Perplexity(Metric):
     """exp(total NLL / total scored tokens) over the corpus.
 
@@ -26,9 +27,15 @@ class Perplexity(Metric):
     """
 
     name = "perplexity"
+    description = (
+        "Token-weighted perplexity: exp(total negative log-likelihood / total tokens) over all "
+        "samples, not a mean of per-sample perplexities; the signature names the scoring model, its "
+        "weights and the context window."
+    )
     outputs = ("perplexity",)
     higher_is_better = False
     additive = True
+    needs_scorer = True
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -45,27 +52,29 @@ class Perplexity(Metric):
         delimiter: str | None = None
 
     def __init__(
-        self,
-        scorer: Backend,
-        options: Options | None = None,
-        lang: str | None = None,
-        prompts: Sequence[str] | None = None,
+        self, options: Options | None = None, lang: str | None = None, context: MetricContext | None = None
     ) -> None:
-        self.scorer = scorer
-        self.options = options or self.Options()
-        self.prompts = prompts
-        if self.options.context == "prompt" and prompts is None:
-            raise UserError("perplexity with context: prompt needs the prompts; use it in a suite task")
+        super().__init__(options, lang, context)
         default = "" if is_cjk_language(lang) else " "
         self.delimiter = default if self.options.delimiter is None else self.options.delimiter
         self.outputs = self.output_names(self.options)
 
-    @staticmethod
-    def output_names(options: Options) -> tuple[str, ...]:
+    @classmethod
+    def output_names(cls, options: Options) -> tuple[str, ...]:  # type: ignore[override]
         # Two perplexity entries (references and predictions) can sit in one suite.
         return ("ref_perplexity",) if options.target == "references" else ("perplexity",)
 
-    def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
+    def sample_stats(
+        self, predictions: Sequence[str], references: References, inputs: SampleInputs | None = None
+    ) -> np.ndarray:
+        """Log-likelihoods come from the scorer the runner provides (``inputs.scorer``)."""
+        if inputs is None or inputs.scorer is None:
+            raise UserError(
+                "perplexity needs a scoring model; give one with --model PATH or a suite model row"
+            )
+        prompts = inputs.prompts
+        if self.options.context == "prompt" and prompts is None:
+            raise UserError("perplexity with context: prompt needs the prompts; use it in a suite task")
         if self.options.target == "references":
             check_aligned(predictions, references)
             texts = [refs[0] for refs in references]
@@ -73,9 +82,9 @@ class Perplexity(Metric):
             texts = list(predictions)
         contexts = None
         if self.options.context == "prompt":
-            pairs = [self._split(prompt, text) for prompt, text in zip(self.prompts, texts, strict=True)]
+            pairs = [self._split(prompt, text) for prompt, text in zip(prompts or (), texts, strict=True)]
             contexts, texts = [c for c, _ in pairs], [t for _, t in pairs]
-        scored = self.scorer.loglikelihood(
+        scored = inputs.scorer.loglikelihood(
             texts,
             max_length=self.options.max_length,
             stride=self.options.stride,
@@ -108,7 +117,7 @@ class Perplexity(Metric):
         bpb = nll / (math.log(2) * size) if tokens > 0 and size > 0 else math.nan
         details = {"bits_per_byte": bpb, "tokens": tokens, "nll": nll}
         (output,) = self.outputs
-        return {output: Score(output, ppl, self.signature(), self.higher_is_better, details)}
+        return {output: Score(output, ppl, self.signature(stats), self.higher_is_better, details)}
 
     def sample_scores(self, stats: np.ndarray) -> dict[str, list[float]]:
         return {
@@ -117,15 +126,19 @@ class Perplexity(Metric):
             ]
         }
 
-    def signature(self) -> str:
-        info = self.scorer.describe()
-        window = self.options.max_length or info.get("context_length") or "model"
+    def signature(self, stats: np.ndarray) -> str:
+        """The scoring model (from ``context.scorer``, its provenance), window, stride, BOS, context."""
+        scorer = self.context.scorer
+        window = self.options.max_length or (scorer.context_length if scorer else None) or "model"
         stride = self.options.stride or window
         bos = "yes" if self.options.prepend_bos else "no"
+        extra = scorer.extra if scorer else {}
         # Scores from a model whose tanh-GELUs were swapped for the fused kernel say so.
-        fused = "|gelu:fused" if info.get("fused_activations", "0") != "0" else ""
+        fused = "|gelu:fused" if extra.get("fused_activations", "0") != "0" else ""
+        model = (scorer.model if scorer else None) or "?"
+        weights = ((scorer.weights_sha256 if scorer else None) or "unknown")[:12]
         return (
-            f"ppl|model:{info.get('model', '?')}|weights:{info.get('weights_sha256', 'unknown')[:12]}"
+            f"ppl|model:{model}|weights:{weights}"
             f"|window:{window}|stride:{stride}|bos:{bos}|context:{self.options.context}|agg:token-weighted{fused}"
-            f"|transformers:{info.get('transformers', '?')}"
+            f"|transformers:{extra.get('transformers', '?')}"
         )

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict
 from rouge_score.rouge_scorer import RougeScorer
 
 from aigc_eval.errors import UserError
-from aigc_eval.metrics.base import Metric, References, Score, check_aligned
+from aigc_eval.metrics.base import Metric, MetricContext, References, SampleInputs, Score, check_aligned
+from aigc_eval.metrics.registry import metrics
 from aigc_eval.metrics.sacrebleu_metrics import nrefs_label
 from aigc_eval.metrics.tokenize import (
     ROUGE_TOKENIZERS,
@@ -34,6 +35,7 @@ _DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _ROUGE_SCORE_VERSION = version("rouge-score")  # read once: aggregate runs per resample
 
 
+@metrics.register("rouge")
 class ROUGE(Metric):
     """ROUGE-N/L/Lsum; several references use ``score_multi`` (best F per type).
 
@@ -54,6 +56,10 @@ class ROUGE(Metric):
 
     name = "rouge"
     outputs = _DEFAULT_TYPES
+    description = (
+        "rouge-score F-measure per sample (the best reference when there are several), averaged over "
+        "samples; CJK text is split into characters so it is not one long token."
+    )
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -64,8 +70,10 @@ class ROUGE(Metric):
         tokenizer: Literal["auto", "default", "cjk", "unicode"] = "auto"
         split_summaries: bool = False
 
-    def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
-        self.options = options or self.Options()
+    def __init__(
+        self, options: Options | None = None, lang: str | None = None, context: MetricContext | None = None
+    ) -> None:
+        super().__init__(options, lang, context)
         bad = [t for t in self.options.rouge_types if not _ROUGE_TYPE.fullmatch(t)]
         if bad or not self.options.rouge_types:
             raise UserError(
@@ -75,7 +83,6 @@ class ROUGE(Metric):
             _require_punkt()
         self.outputs = tuple(self.options.rouge_types)
         self.lang = language_option(lang, "rouge: lang")
-        self._last: tuple[str, int | str] | None = None  # (tokenizer, nrefs) of the rows seen last
 
     def _choose(self, texts: list[tuple[str, str]]) -> tuple[RougeTokenizerName, str]:
         """The corpus's tokenizer and why it was chosen (for warnings)."""
@@ -85,7 +92,9 @@ class ROUGE(Metric):
             return rouge_tokenizer_for_language(self.lang), f"lang {self.lang}"
         return smallest_tokenizer(text for _, text in texts), "auto"
 
-    def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
+    def sample_stats(
+        self, predictions: Sequence[str], references: References, inputs: SampleInputs | None = None
+    ) -> np.ndarray:
         check_aligned(predictions, references)
         texts = [(f"prediction {i}", p) for i, p in enumerate(predictions)]
         texts += [
@@ -106,21 +115,12 @@ class ROUGE(Metric):
             best = scorer.score_multi(list(refs), prediction)
             row = [getattr(best[t], f) for t in self.outputs for f in _FIELDS]
             rows.append([*row, len(refs), code])
-        stats = np.array(rows, dtype=np.float64).reshape(len(rows), 3 * len(self.outputs) + 2)
-        if len(stats):
-            self._remember(stats)
-        return stats
-
-    def _remember(self, stats: np.ndarray) -> None:
-        # Rows scored by a smaller tokenizer (another auto call) lost no letter: the largest agrees.
-        tokenizer = ROUGE_TOKENIZERS[int(stats[:, -1].max())]
-        self._last = (tokenizer, nrefs_label(stats[:, -2]))
+        return np.array(rows, dtype=np.float64).reshape(len(rows), 3 * len(self.outputs) + 2)
 
     def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
         if len(stats) == 0:
             raise ValueError("rouge: no samples to aggregate")
-        self._remember(stats)
-        signature = self.signature()
+        signature = self.signature(stats)
         scores = {}
         for i, rouge_type in enumerate(self.outputs):
             # Contiguous copies, so numpy sums exactly as np.mean over a list of the same values.
@@ -136,11 +136,13 @@ class ROUGE(Metric):
     def sample_scores(self, stats: np.ndarray) -> dict[str, list[float]]:
         return {t: stats[:, 3 * i + 2].tolist() for i, t in enumerate(self.outputs)}
 
-    def signature(self) -> str:
-        """Library version, tokenizer, stemming and references of the data scored last."""
-        if self._last is None:
-            raise ValueError("rouge: the tokenizer and reference count are unknown until data is scored")
-        tokenizer, nrefs = self._last
+    def signature(self, stats: np.ndarray) -> str:
+        """Library version, tokenizer, stemming and reference count of these rows."""
+        if len(stats) == 0:
+            raise ValueError("rouge: the tokenizer and reference count are unknown without rows")
+        # Rows scored by a smaller tokenizer (another auto call) lost no letter: the largest agrees.
+        tokenizer = ROUGE_TOKENIZERS[int(stats[:, -1].max())]
+        nrefs = nrefs_label(stats[:, -2])
         refs = "1" if nrefs == 1 else f"max{nrefs}"
         parts = [
             f"rouge-score:{_ROUGE_SCORE_VERSION}",

@@ -18,7 +18,8 @@ from sacrebleu import metrics as sb
 from sacrebleu.metrics.bleu import MAX_NGRAM_ORDER
 
 from aigc_eval.errors import UserError
-from aigc_eval.metrics.base import Metric, References, Score, check_aligned
+from aigc_eval.metrics.base import Metric, MetricContext, References, SampleInputs, Score, check_aligned
+from aigc_eval.metrics.registry import metrics
 from aigc_eval.metrics.tokenize import is_cjk_language, language_option, primary_language
 
 # Extras to install for tokenizers whose dependencies are optional in sacrebleu.
@@ -50,7 +51,6 @@ class _SacreMetric(Metric):
     _dtype: ClassVar[type] = np.int64  # sacrebleu's counts; TER's averaged lengths need float
     _corpus: Any  # the sacrebleu metric object for corpus scores
     _sentence: Any  # the one for per-sample scores (BLEU needs effective order there)
-    _nrefs: int | str | None = None
 
     @abstractmethod
     def _width(self) -> int:
@@ -59,20 +59,19 @@ class _SacreMetric(Metric):
     def _details(self, score: Any) -> dict[str, float]:
         return {}
 
-    def sample_stats(self, predictions: Sequence[str], references: References) -> np.ndarray:
+    def sample_stats(
+        self, predictions: Sequence[str], references: References, inputs: SampleInputs | None = None
+    ) -> np.ndarray:
         check_aligned(predictions, references)
         if not predictions:
             return np.zeros((0, self._width() + 1), dtype=self._dtype)
         rows = self._corpus._extract_corpus_statistics(list(predictions), reference_streams(references))
         counts = [len(refs) for refs in references]
-        stats = np.array([[*row, n] for row, n in zip(rows, counts, strict=True)], dtype=self._dtype)
-        self._nrefs = nrefs_label(stats[:, -1])
-        return stats
+        return np.array([[*row, n] for row, n in zip(rows, counts, strict=True)], dtype=self._dtype)
 
     def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
         if len(stats) == 0:
             raise ValueError(f"{self.name}: no samples to aggregate")
-        self._nrefs = nrefs_label(stats[:, -1])
         # sacrebleu sums the rows itself (sequential Python sums, as in corpus_score).
         score = self._corpus._aggregate_and_compute(stats[:, :-1].tolist())
         output = self.outputs[0]
@@ -80,7 +79,7 @@ class _SacreMetric(Metric):
             output: Score(
                 name=output,
                 score=float(score.score),
-                signature=self.signature(),
+                signature=self.signature(stats),
                 higher_is_better=self.higher_is_better,
                 details=self._details(score),
             )
@@ -93,19 +92,26 @@ class _SacreMetric(Metric):
             ]
         }
 
-    def signature(self) -> str:
-        """sacrebleu's signature string, with ``nrefs`` of the data scored last."""
-        if self._nrefs is None:
-            raise ValueError(f"{self.name}: the number of references is unknown until data is scored")
-        self._corpus.num_refs = -1 if self._nrefs == "var" else self._nrefs
+    def signature(self, stats: np.ndarray) -> str:
+        """sacrebleu's signature string, with ``nrefs`` of these rows (their last column)."""
+        nrefs = nrefs_label(stats[:, -1]) if len(stats) else None
+        if nrefs is None:
+            raise ValueError(f"{self.name}: the number of references is unknown without rows")
+        self._corpus.num_refs = -1 if nrefs == "var" else nrefs
         return self._corpus.get_signature().format()
 
 
+@metrics.register("bleu")
 class BLEU(_SacreMetric):
     """sacrebleu BLEU; per-sample scores are ``sentence_bleu`` (effective order)."""
 
     name = "bleu"
     outputs = ("bleu",)
+    description = (
+        "sacrebleu corpus BLEU: n-gram matches and lengths are summed over all samples first, then "
+        "combined (geometric mean of 1–4-gram precisions × brevity penalty, 0–100). The per-sample "
+        "scores are sentence BLEU with effective order, so they do not average to the corpus score."
+    )
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -117,8 +123,10 @@ class BLEU(_SacreMetric):
         max_ngram_order: int = Field(MAX_NGRAM_ORDER, ge=1)
         effective_order: bool = False
 
-    def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
-        self.options = options or self.Options()
+    def __init__(
+        self, options: Options | None = None, lang: str | None = None, context: MetricContext | None = None
+    ) -> None:
+        super().__init__(options, lang, context)
         self.tokenize = self._choose_tokenizer(self.options.tokenize, language_option(lang, "bleu: lang"))
         kwargs = self.options.model_dump(exclude={"tokenize", "effective_order"})
         try:
@@ -154,10 +162,15 @@ class BLEU(_SacreMetric):
         return {"bp": float(score.bp), "sys_len": score.sys_len, "ref_len": score.ref_len, **precisions}
 
 
+@metrics.register("chrf")
 class CHRF(_SacreMetric):
     """sacrebleu chrF (character n-gram F-score, beta 2)."""
 
     name = "chrf"
+    description = (
+        "sacrebleu chrF: character n-gram F-score (β=2) from statistics summed over all samples (0–100); "
+        "per-sample scores are sentence chrF."
+    )
     outputs = ("chrf",)
 
     class Options(BaseModel):
@@ -170,8 +183,10 @@ class CHRF(_SacreMetric):
         whitespace: bool = False
         eps_smoothing: bool = False
 
-    def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
-        self.options = options or self.Options()
+    def __init__(
+        self, options: Options | None = None, lang: str | None = None, context: MetricContext | None = None
+    ) -> None:
+        super().__init__(options, lang, context)
         self._corpus = self._sentence = sb.CHRF(**self.options.model_dump())
         # sacrebleu's own naming (chrF2++ for word_order 2): chrF with word n-grams is not chrF.
         self.outputs = ("chrf" + "+" * self.options.word_order,)
@@ -180,20 +195,26 @@ class CHRF(_SacreMetric):
         return 3 * (self.options.char_order + self.options.word_order)
 
 
+@metrics.register("chrf++")
 class CHRFPlusPlus(CHRF):
     """chrF++: chrF plus word unigrams and bigrams (``word_order=2``)."""
 
     name = "chrf++"
+    description = (
+        "sacrebleu chrF++: chrF plus word uni- and bigrams, from statistics summed over all samples."
+    )
     outputs = ("chrf++",)
 
     class Options(CHRF.Options):
         word_order: int = Field(2, ge=0)
 
 
+@metrics.register("ter")
 class TER(_SacreMetric):
     """sacrebleu TER (translation edit rate, lower is better)."""
 
     name = "ter"
+    description = "sacrebleu TER: total edits (with shifts) over total reference words, in percent."
     outputs = ("ter",)
     higher_is_better = False
     _dtype = np.float64
@@ -206,8 +227,10 @@ class TER(_SacreMetric):
         asian_support: bool | None = None  # None: on for zh/ja/ko
         case_sensitive: bool = False
 
-    def __init__(self, options: Options | None = None, lang: str | None = None) -> None:
-        self.options = options or self.Options()
+    def __init__(
+        self, options: Options | None = None, lang: str | None = None, context: MetricContext | None = None
+    ) -> None:
+        super().__init__(options, lang, context)
         kwargs = self.options.model_dump()
         if kwargs["asian_support"] is None:
             kwargs["asian_support"] = is_cjk_language(language_option(lang, "ter: lang"))

@@ -24,8 +24,9 @@ from aigc_eval.errors import UserError
 
 # Han (incl. extensions and compatibility ideographs), Hiragana, Katakana and
 # Hangul letters. CJK punctuation (U+3000-303F, the Katakana middle dot U+30FB
-# and the fullwidth forms) is deliberately left out: it is not a word.
-_CJK_CLASS = (
+# and the fullwidth forms) is deliberately left out: it is not a word. The one CJK class of the
+# package (a regex character-class body): the ROUGE tokenizers here and the report's word diff use it.
+CJK_CLASS = (
     "\u1100-\u11ff"  # Hangul Jamo
     "\u3040-\u309f"  # Hiragana
     "\u30a0-\u30fa\u30fc-\u30ff"  # Katakana without the middle dot
@@ -41,7 +42,7 @@ _CJK_CLASS = (
     "\uffa0-\uffdc"  # Halfwidth Hangul
     "\U00020000-\U0003134f"  # CJK Extensions B-G and compatibility supplement
 )
-_CJK_RE = re.compile(f"([{_CJK_CLASS}])")
+_CJK_RE = re.compile(f"([{CJK_CLASS}])")
 # One CJK character, or a run of other word characters.
 
 CJK_LANGS = frozenset({"zh", "ja", "ko"})
@@ -51,14 +52,14 @@ CJK_LANGS = frozenset({"zh", "ja", "ko"})
 _UNSPACED_CLASS = r"\p{Script=Thai}\p{Script=Lao}\p{Script=Khmer}\p{Script=Myanmar}"
 _LETTER_CLASS = r"\p{L}\p{M}\p{N}"  # letters with their combining marks, and digits
 _UNICODE_TOKEN_RE = regex.compile(
-    rf"[{_CJK_CLASS}]|(?=[{_UNSPACED_CLASS}])\X|[[{_LETTER_CLASS}]--[{_CJK_CLASS}{_UNSPACED_CLASS}]]+",
+    rf"[{CJK_CLASS}]|(?=[{_UNSPACED_CLASS}])\X|[[{_LETTER_CLASS}]--[{CJK_CLASS}{_UNSPACED_CLASS}]]+",
     regex.V1,
 )
 _ASCII_WORD_RE = re.compile(r"[a-z0-9]+")
 # Letters each tokenizer drops from lowercased text (the unicode tokenizer drops none).
 _DROPPED_BY = {
     "default": regex.compile(rf"[[{_LETTER_CLASS}]--[a-z0-9]]", regex.V1),
-    "cjk": regex.compile(rf"[[{_LETTER_CLASS}]--[a-z0-9{_CJK_CLASS}]]", regex.V1),
+    "cjk": regex.compile(rf"[[{_LETTER_CLASS}]--[a-z0-9{CJK_CLASS}]]", regex.V1),
 }
 _LETTER_RE = regex.compile(rf"[{_LETTER_CLASS}]")
 

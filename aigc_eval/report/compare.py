@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict
 from typing import Any
 
-from aigc_eval.compare import (
+from aigc_eval.files import finite_or_none
+from aigc_eval.gate import (
     CHANGED,
     IMPROVEMENT,
     NO_CHANGE,
@@ -18,7 +19,6 @@ from aigc_eval.compare import (
     MetricComparison,
 )
 from aigc_eval.report.tables import format_score
-from aigc_eval.results import finite_or_none
 
 MARKERS = {
     REGRESSION: "**REGRESSION**",
@@ -122,14 +122,7 @@ def to_markdown(comparison: Comparison) -> str:
                 f"{_verdict_cell(e)} |"
             )
         lines.append("")
-        methods = sorted({e.method for e in entries if e.method})
-        if methods:
-            lines += [
-                f"Tested by {'; '.join(methods)} ({comparison.n_trials:,} reshuffles, "
-                f"seed {comparison.seed}); the interval is a two-sample bootstrap of the delta "
-                "(none for recall and coverage).",
-                "",
-            ]
+        lines += _methods_note(comparison, entries)
         changed = [e for e in entries if e.baseline_signature != e.current_signature]
         if changed:
             names = ", ".join(escape(e.metric) for e in changed)
@@ -139,6 +132,20 @@ def to_markdown(comparison: Comparison) -> str:
     if comparison.notes:
         lines += ["Notes:", "", *(f"- {escape(note)}" for note in comparison.notes), ""]
     return "\n".join(lines)
+
+
+def _methods_note(comparison: Comparison, entries: list[MetricComparison]) -> list[str]:
+    """How the entries not tested by the paired test were tested (unpaired rows: images)."""
+    methods = sorted({e.method for e in entries if e.method})
+    if not methods:
+        return []
+    without = [escape(e.metric) for e in entries if e.method and e.ci_low is None]
+    return [
+        f"Tested by {'; '.join(methods)} ({comparison.n_trials:,} reshuffles, seed {comparison.seed}); "
+        "the interval is a two-sample bootstrap of the delta"
+        + (f" (none for {', '.join(without)})." if without else "."),
+        "",
+    ]
 
 
 def _verdict_cell(entry: MetricComparison) -> str:

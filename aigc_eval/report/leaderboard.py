@@ -1,115 +1,46 @@
-"""The leaderboard: the latest score of every model setting on every task, across all runs in a folder.
+"""The leaderboard page: the latest score of every model setting on every task, across all runs in a
+folder, as html (the report's page shell and templates), markdown or csv.
 
-A cell is keyed by (model setting, task data, metric output). A model setting is a row's name plus
-everything that decides its generations (path, revision, dtype, decoding; the batch size of a sampling
-row, whose seeds are per batch), so a changed temperature
-starts a new line instead of continuing an old one. Task data is the task name plus the content hash
-of its file and the number of samples scored: runs on other references or another --limit are never
-mixed into one number or one trend, they get their own table. Each cell keeps its history over runs
-(oldest first), drawn as a trend line.
+Entry point (the CLI's ``aigc-eval leaderboard``): ``build_leaderboard(runs_dir, fmt, output) -> str``.
+What a cell is, and which runs share one, is ``report.board``'s.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 from aigc_eval.errors import UserError
-from aigc_eval.report.html import (
-    ARROWS,
-    REPORT_FILE,
-    ci_text,
-    esc,
-    is_best,
-    page,
-    short_time,
-    sort_key,
-    sparkline,
+from aigc_eval.report.board import (
+    Leaderboard,
+    Point,
+    TaskGroup,
+    changed_method,
+    collect,
+    finite_points,
+    history_text,
+    link,
 )
-from aigc_eval.report.tables import format_score, format_with_interval, interval_label
-from aigc_eval.results import RESULTS_FILE, load_results
+from aigc_eval.report.charts import Sparkline, sparkline
+from aigc_eval.report.formatting import (
+    ARROWS,
+    ci_text,
+    format_with_interval,
+    interval_label,
+    is_best,
+    short_time,
+)
+from aigc_eval.report.shell import Fact, render_page
 
 Format = Literal["html", "md", "csv"]
 _BLOCKS = "▁▂▃▄▅▆▇█"
-_NOT_IN_SETTING = ("name", "device")  # they do not change what a row generates
-
-
-def _setting(config: dict[str, Any]) -> dict[str, Any]:
-    """What decides a row's generations. Sampling seeds each batch, so a sampling row's batch size
-    changes its text; greedy and beam outputs do not depend on it."""
-    sampling = bool((config.get("generation") or {}).get("do_sample"))
-    return {k: v for k, v in config.items() if k not in _NOT_IN_SETTING and (sampling or k != "batch_size")}
-
 
 _MARKDOWN = str.maketrans(
     {c: f"\\{c}" for c in "|\\*`[]"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "}
 )
-
-
-@dataclass(frozen=True)
-class Run:
-    path: Path
-    results: dict[str, Any]
-
-    @property
-    def finished(self) -> str:
-        return str(self.results.get("finished") or "")
-
-    @property
-    def run_id(self) -> str:
-        return str(self.results["run_id"])
-
-
-@dataclass(frozen=True)
-class Point:
-    """One run's score of one cell."""
-
-    run: Run
-    score: float
-    ci: dict[str, Any] | None
-    signature: str
-
-    @property
-    def method(self) -> str:
-        """The signature without its bootstrap settings: what must match for scores to compare."""
-        return "|".join(p for p in self.signature.split("|") if not p.startswith(("bs:", "ci:", "seed:")))
-
-
-@dataclass
-class TaskGroup:
-    """One task on one version of its data: the unit within which results are comparable."""
-
-    task: str
-    content_hash: str
-    n: int
-    settings: list[str] = field(default_factory=list)
-    metrics: dict[str, bool | None] = field(default_factory=dict)  # output -> higher_is_better
-    cells: dict[tuple[str, str], list[Point]] = field(default_factory=dict)  # (setting, output) -> history
-
-    @property
-    def anchor(self) -> str:
-        return f"task-{self.task}-{self.content_hash[:8]}-{self.n}"
-
-    def latest(self, setting: str, metric: str) -> Point | None:
-        history = self.cells.get((setting, metric))
-        return history[-1] if history else None
-
-
-@dataclass
-class Leaderboard:
-    runs_dir: Path
-    runs: list[Run]  # oldest first
-    groups: list[TaskGroup]
-    labels: dict[str, str]  # setting key -> the name shown
-    details: dict[str, dict[str, Any]]  # setting key -> its configuration
-    notes: list[str]
 
 
 def build_leaderboard(runs_dir: Path, fmt: Format = "html", output: Path | None = None) -> str:
@@ -129,158 +60,92 @@ def build_leaderboard(runs_dir: Path, fmt: Format = "html", output: Path | None 
     raise UserError(f"--format {fmt}: unknown format; use html, md or csv")
 
 
-def collect(runs_dir: Path) -> Leaderboard:
-    """Read every results.json under ``runs_dir``; unreadable ones become notes, not failures."""
-    if not runs_dir.is_dir():
-        raise UserError(f"{runs_dir}: not a folder; pass the folder that 'aigc-eval run' wrote runs into")
-    runs, notes = [], []
-    for file in sorted(runs_dir.rglob(RESULTS_FILE)):
-        try:
-            runs.append(Run(file.parent, load_results(file)))
-        except UserError as error:
-            notes.append(f"skipped: {error}")
-    if not runs:
-        raise UserError(
-            f"{runs_dir}: no run folders (results.json) found under it; run 'aigc-eval run' first"
-        )
-    runs.sort(key=lambda r: (r.finished, r.run_id))
-
-    groups: dict[tuple[str, str, int], TaskGroup] = {}
-    keys: dict[tuple[str, str], str] = {}  # (name, config hash) -> setting key
-    details: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        configs = {m["name"]: m for m in run.results["suite"].get("models", [])}
-        for entry in run.results["results"]:
-            name = entry["model"]
-            config = _setting(configs.get(name, {}))
-            digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-            setting = keys.setdefault((name, digest), f"{name}#{digest[:8]}")
-            details.setdefault(setting, config)
-            info = run.results["tasks"][entry["task"]]
-            key = (entry["task"], str(info.get("content_hash", "")), int(info.get("n", entry.get("n", 0))))
-            group = groups.setdefault(key, TaskGroup(*key))
-            if setting not in group.settings:
-                group.settings.append(setting)
-            for metric, value in entry["metrics"].items():
-                group.metrics[metric] = value.get("higher_is_better")
-                point = Point(run, value["score"], value.get("ci"), str(value.get("signature", "")))
-                group.cells.setdefault((setting, metric), []).append(point)
-
-    names = [name for name, _ in keys]
-    labels = {
-        key: name if names.count(name) == 1 else f"{name} ({key[-8:]})" for (name, _), key in keys.items()
-    }
-    ordered = sorted(groups.values(), key=lambda g: (g.task, -_last_run_index(g, runs)))
-    for task in dict.fromkeys(g.task for g in ordered):
-        versions = [g for g in ordered if g.task == task]
-        if len(versions) > 1:
-            notes.append(
-                f"task {task!r} was run on {len(versions)} different data versions (file content or number "
-                "of samples); each has its own table, never mixed"
-            )
-    return Leaderboard(runs_dir, runs, ordered, labels, details, notes)
-
-
-def _last_run_index(group: TaskGroup, runs: list[Run]) -> int:
-    order = {id(run): i for i, run in enumerate(runs)}
-    return max(order[id(p.run)] for history in group.cells.values() for p in history)
-
-
-def _link(run: Run, base: Path) -> str:
-    """The run's report (or its results.json when it has none), relative to ``base``, URL-quoted."""
-    target = run.path / REPORT_FILE
-    if not target.is_file():
-        target = run.path / RESULTS_FILE
-    return quote(Path(os.path.relpath(target.resolve(), base)).as_posix())
-
-
-def _history_text(history: list[Point]) -> list[str]:
-    return [f"{short_time(p.run.finished)} · {p.run.run_id}: {format_score(p.score)}" for p in history]
-
-
-def _changed_method(history: list[Point]) -> list[bool]:
-    """Points whose scoring method (signature) differs from the latest: a trend break, not a change."""
-    return [p.method != history[-1].method for p in history]
-
-
 # --- html ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoardCell:
+    point: Point | None  # None: this setting has no score for this metric (a dash)
+    best: bool = False
+    link: str = ""
+    title: str = ""
+    ci: str = ""
+    changed: bool = False  # the signature changed within the history
+    trend: Sparkline | None = None
 
 
 def to_html(board: Leaderboard, base: Path) -> str:
     latest = board.runs[-1]
     facts = [
-        ("runs folder", f"<code>{esc(board.runs_dir)}</code>"),
-        ("runs", esc(len(board.runs))),
-        ("latest run", esc(f"{short_time(latest.finished)} · {latest.run_id}")),
-        ("model settings", esc(len(board.labels))),
-        ("tasks (data versions)", esc(len(board.groups))),
+        Fact("runs folder", str(board.runs_dir), code=True),
+        Fact("runs", str(len(board.runs))),
+        Fact("latest run", f"{short_time(latest.finished)} · {latest.run_id}"),
+        Fact("model settings", str(len(board.labels))),
+        Fact("tasks (data versions)", str(len(board.groups))),
     ]
-    header = (
-        '<div class="kicker">aigc-eval leaderboard</div><h1>Leaderboard</h1>'
-        '<p class="desc">The latest score of each model setting per task and metric; the line under a '
-        "score is its history over runs (oldest to newest). Scores link to the run that produced them.</p>"
-        '<dl class="meta">' + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts) + "</dl>"
-    )
-    notes = "".join(f"<li>{esc(note)}</li>" for note in board.notes)
-    body = f'<section id="notes"><ul class="notes">{notes}</ul></section>' if notes else ""
-    body += "".join(_group_html(board, group, base) for group in board.groups) + _runs_html(board, base)
     tasks = [g.task for g in board.groups]
     nav = [
         (g.anchor, g.task if tasks.count(g.task) == 1 else f"{g.task} · {g.content_hash[:6]}")
         for g in board.groups
     ]
     nav.append(("runs", "Runs"))
-    return page("aigc-eval leaderboard", header, nav, body)
-
-
-def _group_html(board: Leaderboard, group: TaskGroup, base: Path) -> str:
-    heads = "".join(
-        f'<th class="num" data-col="{j + 1}">{esc(metric)}{ARROWS[hib]}</th>'
-        for j, (metric, hib) in enumerate(group.metrics.items())
+    groups = [_group(board, group, base) for group in board.groups]
+    runs = [
+        {
+            "run": run,
+            "link": link(run, base),
+            "rows": ", ".join(run.record.models),
+            "tasks": ", ".join(run.record.tasks),
+            "commit": run.record.environment.git_commit or "",
+        }
+        for run in reversed(board.runs)
+    ]
+    return render_page(
+        "leaderboard.html.j2",
+        "aigc-eval leaderboard",
+        nav,
+        facts=facts,
+        notes=board.notes,
+        groups=groups,
+        runs=runs,
     )
-    body = []
+
+
+def _group(board: Leaderboard, group: TaskGroup, base: Path) -> dict[str, Any]:
+    rows = []
     for setting in group.settings:
-        config = board.details.get(setting, {})
-        label = esc(board.labels[setting])
-        cells = [f'<th data-v="{label}" title="{esc(_describe(config))}">{label}</th>']
+        cells = []
         for metric, hib in group.metrics.items():
             history = group.cells.get((setting, metric), [])
             if not history:
-                cells.append('<td class="num" data-v="">–</td>')
+                cells.append(BoardCell(None))
                 continue
             point = history[-1]
             column = (group.latest(s, metric) for s in group.settings)
-            best = " best" if is_best(point.score, (p.score for p in column if p), hib) else ""
-            changed = _changed_method(history)
-            warn = (
-                '<span class="mark changed" title="the scoring method (signature) changed across these runs: '
-                'red points are not comparable with the latest">⚠</span>'
-                if any(changed)
-                else ""
-            )
-            trend = ""
-            if len(history) > 1:
-                trend = sparkline([p.score for p in history], _history_text(history), changed)
             when = f"{point.run.run_id} ({short_time(point.run.finished)})"
             title = f"{when}, {len(history)} run(s); {point.signature}"
-            if point.ci and point.ci.get("low") is not None:
+            if point.ci is not None and point.ci.low is not None:
                 title += f"; interval: {interval_label(point.ci)}"
+            drawn = finite_points(history)
+            trend = None
+            if len(drawn) > 1:
+                trend = sparkline([p.score for p in drawn], history_text(drawn), changed_method(drawn))  # type: ignore[misc]
             cells.append(
-                f'<td class="num{best}" data-v="{sort_key(point.score)}" data-setting="{label}" '
-                f'data-metric="{esc(metric)}"><a href="{esc(_link(point.run, base))}" title="{esc(title)}">'
-                f"{format_score(point.score)}</a>{warn}"
-                f'<span class="ci">{ci_text(point.score, point.ci)}</span>{trend}</td>'
+                BoardCell(
+                    point,
+                    best=is_best(point.score, (p.score for p in column if p), hib),
+                    link=link(point.run, base),
+                    title=title,
+                    ci=ci_text(point.score, point.ci),
+                    changed=any(changed_method(history)),
+                    trend=trend,
+                )
             )
-        body.append("<tr>" + "".join(cells) + "</tr>")
+        config = board.details.get(setting, {})
+        rows.append({"label": board.labels[setting], "describe": _describe(config), "cells": cells})
     runs = len({id(p.run) for history in group.cells.values() for p in history})
     facts = f"data sha256 {group.content_hash[:12]} · n={group.n} · {runs} run(s)"
-    return (
-        f'<section id="{esc(group.anchor)}">'
-        f'<h2>{esc(group.task)} <span class="muted small">{esc(facts)}</span></h2>'
-        '<div class="scroll"><table class="sortable leaderboard"><thead><tr>'
-        f'<th data-col="0">model setting</th>{heads}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div></section>"
-    )
+    return {"group": group, "facts": facts, "rows": rows}
 
 
 def _describe(config: dict[str, Any]) -> str:
@@ -288,27 +153,6 @@ def _describe(config: dict[str, Any]) -> str:
     parts = [f"{k}={v}" for k, v in config.items() if k != "generation" and v not in (None, False, [])]
     parts += [f"{k}={v}" for k, v in generation.items() if v not in (None, [])]
     return ", ".join(parts)
-
-
-def _runs_html(board: Leaderboard, base: Path) -> str:
-    rows = "".join(
-        f'<tr><td data-v="{esc(run.finished)}">{esc(short_time(run.finished))}</td>'
-        f"<td>{esc(run.results.get('suite_name', ''))}</td>"
-        f'<td><a href="{esc(_link(run, base))}">{esc(run.run_id)}</a></td>'
-        f"<td>{esc(', '.join(run.results['models']))}</td><td>{esc(', '.join(run.results['tasks']))}</td>"
-        f'<td class="mono">{esc(str(run.results.get("config_hash", ""))[:12])}</td>'
-        f'<td class="mono">{esc(_commit(run)[:12])}</td></tr>'
-        for run in reversed(board.runs)
-    )
-    return (
-        '<section id="runs"><h2>Runs</h2><div class="scroll"><table class="sortable runs"><thead><tr>'
-        '<th data-col="0">finished</th><th data-col="1">suite</th><th data-col="2">run</th><th>rows</th>'
-        f"<th>tasks</th><th>config</th><th>commit</th></tr></thead><tbody>{rows}</tbody></table></div></section>"
-    )
-
-
-def _commit(run: Run) -> str:
-    return str(run.results.get("environment", {}).get("git_commit") or "")
 
 
 # --- markdown and csv ----------------------------------------------------------------------------
@@ -349,9 +193,10 @@ def to_markdown(board: Leaderboard, base: Path) -> str:
                     continue
                 point = history[-1]
                 text = format_with_interval(point.score, point.ci)
-                if len(history) > 1:
-                    text += f" {text_sparkline([p.score for p in history])}"
-                if any(_changed_method(history)):
+                drawn = finite_points(history)
+                if len(drawn) > 1:
+                    text += f" {text_sparkline([p.score for p in drawn])}"  # type: ignore[misc]
+                if any(changed_method(history)):
                     text += " ⚠"
                 cells.append(text)
                 if newest is None or (point.run.finished, point.run.run_id) > (
@@ -359,10 +204,10 @@ def to_markdown(board: Leaderboard, base: Path) -> str:
                     newest.run_id,
                 ):
                     newest = point.run
-            run = f"[{_md(newest.run_id)}]({_link(newest, base)})" if newest else ""
+            run = f"[{_md(newest.run_id)}]({link(newest, base)})" if newest else ""
             lines.append(f"| {_md(board.labels[setting])} | " + " | ".join(cells) + f" | {run} |")
         lines.append("")
-    if any(any(_changed_method(h)) for g in board.groups for h in g.cells.values()):
+    if any(any(changed_method(h)) for g in board.groups for h in g.cells.values()):
         lines += [
             "⚠: the metric's signature changed within that trend; earlier points are not comparable.",
             "",
@@ -402,7 +247,7 @@ def to_csv(board: Leaderboard) -> str:
                 if not history:
                     continue
                 point = history[-1]
-                ci = point.ci or {}
+                ci = point.ci
                 writer.writerow(
                     [
                         group.task,
@@ -411,9 +256,9 @@ def to_csv(board: Leaderboard) -> str:
                         board.labels[setting],
                         metric,
                         "" if hib is None else str(hib).lower(),
-                        repr(point.score),
-                        "" if ci.get("low") is None else repr(ci["low"]),
-                        "" if ci.get("high") is None else repr(ci["high"]),
+                        "" if point.score is None else repr(point.score),
+                        "" if ci is None or ci.low is None else repr(ci.low),
+                        "" if ci is None or ci.high is None else repr(ci.high),
                         point.run.run_id,
                         point.run.finished,
                         str(point.run.path),

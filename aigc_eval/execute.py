@@ -1,0 +1,179 @@
+"""execute: one work unit — generate into the unit's own log, then per-sample statistics.
+
+A unit reads and writes only its own generation log (``RunFolder.generation_log``), so units can run
+in any order, in any process; a killed run resumes from the logs. Metrics are always recomputed from
+the saved generations (cheap next to generation). Corpus scores are not made here: ``finalize``
+aggregates the gathered rows.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aigc_eval.backends.base import Backend
+from aigc_eval.data import ImageTaskData, TaskData
+from aigc_eval.metrics.base import MetricContext, SampleInputs
+from aigc_eval.metrics.registry import build_metric, metric_class
+from aigc_eval.plan import Plan, WorkUnit
+from aigc_eval.pool import BackendPool
+from aigc_eval.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from aigc_eval.image_scoring import ImageOutcome
+
+# (description, total) -> advance(n) callable; lets the CLI show a progress bar.
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+def no_progress(_description: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+@dataclass
+class UnitResult:
+    """What a unit produced: predictions and statistic rows for its examples (text), or image scores."""
+
+    unit: WorkUnit
+    indices: tuple[int, ...] = ()  # example indices, in the order of ``predictions`` and the rows
+    predictions: list[str] = field(default_factory=list)
+    stats: list[np.ndarray] = field(default_factory=list)  # per suite metric entry
+    contexts: list[MetricContext] = field(default_factory=list)  # what each metric entry was built with
+    timing: dict[str, Any] = field(default_factory=dict)
+    image: ImageOutcome | None = None
+
+
+def execute(
+    plan: Plan, unit: WorkUnit, folder: RunFolder, pool: BackendPool, progress: ProgressFactory = no_progress
+) -> UnitResult:
+    """Run one unit: an image row × task is scored from its folder; a text unit generates what its
+    log lacks, then computes every metric entry's per-sample statistics."""
+    if unit.kind == "image":
+        return _execute_image(plan, unit, pool)
+    data = plan.text_tasks[unit.task]
+    backend = pool.get(unit.row)
+    indices, predictions, timing = generate(backend, unit, data, folder, progress)
+    started = time.perf_counter()
+    stats, contexts = sample_statistics(plan, unit, data, indices, predictions, pool, progress)
+    timing["scoring_s"] = round(time.perf_counter() - started, 4)
+    return UnitResult(unit, indices, predictions, stats, contexts, timing)
+
+
+def generate(
+    backend: Backend, unit: WorkUnit, data: TaskData, folder: RunFolder, progress: ProgressFactory
+) -> tuple[tuple[int, ...], list[str], dict[str, Any]]:
+    """Generate every example of the unit not already in its log, appending each batch as it finishes."""
+    row = unit.row
+    log = folder.generation_log(row.name, data.task.name, unit.key, unit.shard.label)
+    done = log.load()
+    indices = unit.shard.indices(len(data.examples))
+    examples = [data.examples[i] for i in indices]
+    prompts = [e.prompt for e in examples]
+    settings = row.generation
+    truncated = backend.truncated_prompts(prompts, settings)
+    if truncated:
+        warnings.warn(
+            f"{row.name} × {data.task.name}: {truncated} of {len(prompts)} prompts do not fit the model's "
+            f"context with max_new_tokens {settings.max_new_tokens}; cut from the left (lm-eval's rule)",
+            stacklevel=2,
+        )
+    advance = progress(f"generate {unit.name}", len(examples))
+    position = {index: i for i, index in enumerate(indices)}
+    finished = {position[i]: text for i, text in done.items() if i in position}
+    advance(len(finished))
+    resumed = len(finished)
+    marks: list[tuple[float, int]] = []  # (when a new batch finished, tokens it generated)
+
+    def on_batch(local: list[int], texts: list[str], tokens: int | None = None) -> None:
+        log.append(
+            [
+                {"index": indices[i], "id": examples[i].id, "prediction": t}
+                for i, t in zip(local, texts, strict=True)
+            ]
+        )
+        finished.update(zip(local, texts, strict=True))
+        # A backend that cannot count its generated tokens: re-tokenize the continuations.
+        marks.append((time.perf_counter(), backend.count_tokens(texts) if tokens is None else tokens))
+        advance(len(local))
+
+    started = time.perf_counter()
+    if len(finished) < len(examples):
+        backend.generate(prompts, settings, on_batch=on_batch, skip=set(finished))
+    timing: dict[str, Any] = {"resumed_samples": resumed, "truncated_prompts": truncated}
+    if marks:
+        timing.update(throughput(started, marks))
+    return indices, [finished[i] for i in range(len(examples))], timing
+
+
+def throughput(started: float, marks: list[tuple[float, int]]) -> dict[str, Any]:
+    """Generation time and tokens/s from per-batch (finish time, generated tokens) marks.
+
+    tokens/s counts only generated tokens (never prompt tokens) and leaves out the first batch,
+    which pays the warm-up (allocator, kernels, caches): its rate is the steady state. With one
+    batch there is nothing left to time: None, never NaN.
+    """
+    total_tokens = sum(tokens for _, tokens in marks)
+    timed_s = marks[-1][0] - marks[0][0]
+    timed_tokens = total_tokens - marks[0][1]
+    measurable = len(marks) > 1 and timed_s > 0
+    return {
+        "generation_s": round(marks[-1][0] - started, 4),
+        "generated_tokens": total_tokens,
+        "timed_tokens": timed_tokens if measurable else None,
+        "timed_s": round(timed_s, 4) if measurable else None,
+        "tokens_per_s": round(timed_tokens / timed_s, 2) if measurable else None,
+        "tokens_per_s_method": (
+            f"generated tokens / time over {len(marks) - 1} of {len(marks)} batches; "
+            "the first (warm-up) left out"
+            if measurable
+            else "not measured: a single batch is all warm-up"
+        ),
+    }
+
+
+def sample_statistics(
+    plan: Plan,
+    unit: WorkUnit,
+    data: TaskData,
+    indices: tuple[int, ...],
+    predictions: list[str],
+    pool: BackendPool,
+    progress: ProgressFactory = no_progress,
+) -> tuple[list[np.ndarray], list[MetricContext]]:
+    """Each metric entry's per-sample rows; model-backed ones get their scorer from the pool."""
+    examples = [data.examples[i] for i in indices]
+    references = [list(e.references) for e in examples]
+    prompts = [e.prompt for e in examples]
+    advance = progress(f"score {unit.name}", len(plan.suite.metrics))
+    all_stats, contexts = [], []
+    for spec in plan.suite.metrics:
+        scorer = pool.scorer(spec, unit.row) if metric_class(spec.name).needs_scorer else None
+        context = MetricContext(scorer=scorer.describe() if scorer is not None else None)
+        metric = build_metric(spec.name, pool.resolve_options(spec.options), lang=data.lang, context=context)
+        all_stats.append(metric.sample_stats(predictions, references, SampleInputs(prompts, scorer)))
+        contexts.append(context)
+        advance(1)
+    return all_stats, contexts
+
+
+def _execute_image(plan: Plan, unit: WorkUnit, pool: BackendPool) -> UnitResult:
+    """FID-style scores of the row's generated images against the task's reference set."""
+    from aigc_eval.image_scoring import score_image_task
+
+    data: ImageTaskData = plan.image_tasks[unit.task]
+    task = data.task
+    started = time.perf_counter()
+    outcome = score_image_task(
+        pool.resolve_path(unit.row.images[task.name]),
+        data.reference if task.reference else None,
+        task,
+        device=getattr(unit.row, "device", None) or "auto",
+        seed=plan.suite.seed,
+        backbone_path=pool.resolve_path(task.backbone_path) if task.backbone_path else None,
+    )
+    return UnitResult(unit, timing={"scoring_s": round(time.perf_counter() - started, 4)}, image=outcome)
