@@ -138,7 +138,7 @@ def test_capability_mismatches_fail_at_plan_time_naming_row_and_fix(toy: type[To
         check_suite(parse_suite(_suite(beams)), "suite.yaml")
     assert str(info.value) == (
         "suite.yaml: models[0] (b): backend 'toy' cannot do beam search, which generation.num_beams: 4 "
-        "asks for; set num_beams: 1, or use a backend that can (hf)"
+        "asks for; set num_beams: 1, or use a backend that can (hf, vllm)"
     )
     sampling = {"name": "s", "backend": "toy", "path": "m", "generation": {"do_sample": True}}
     with pytest.raises(

@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aigc_eval.cli import PROGRESS_INTERVAL_ENV, _LineProgress, _print_scores, _print_table, main
+from aigc_eval.cli import _print_scores, main
+from aigc_eval.console import PROGRESS_INTERVAL_ENV, LineProgress, print_table
 from aigc_eval.files import write_json, write_jsonl
 from aigc_eval.metrics.base import Score
 
@@ -129,7 +130,7 @@ def test_progress_interval_from_the_environment_must_be_a_number(tmp_path: Path,
 def test_line_progress_throttles_and_reports_rate_and_eta() -> None:
     now = [100.0]
     stream = io.StringIO()
-    progress = _LineProgress(10, stream, clock=lambda: now[0])
+    progress = LineProgress(10, stream, clock=lambda: now[0])
     advance = progress("generate m × t", 100)
     advance(20)  # at once: samples a resumed run already had; the rate starts here
     for _ in range(8):
@@ -152,7 +153,7 @@ def test_wide_table_in_a_log_is_split_never_cut(capsys) -> None:
         columns=columns,
     )
     frame.iloc[0, 5] = "x" * 300  # one cell wider than any log line
-    _print_table("en", frame)
+    print_table("en", frame)
     out = capsys.readouterr().out
     assert "…" not in out
     for cell in [*columns, *(str(v) for v in frame.to_numpy().ravel())]:
