@@ -219,8 +219,9 @@ def test_bad_options_are_user_errors(tiny_lm_dir: Path) -> None:
         scorer_for(str(tiny_lm_dir), dtype="float8")
     with pytest.raises(UserError, match="batch_size: Input should be greater than or equal to 1"):
         scorer_for(str(tiny_lm_dir), batch_size=0)
-    with pytest.raises(UserError, match=r"^unknown backend 'vllm'; known backends: hf, images$"):
-        scorer_for(str(tiny_lm_dir), "vllm")
+    known = "hf, images, openai, vllm"
+    with pytest.raises(UserError, match=rf"^unknown backend 'vllmm'; known backends: {known}$"):
+        scorer_for(str(tiny_lm_dir), "vllmm")
     with pytest.raises(UserError, match="batchsize: unknown key"):
         scorer_for(str(tiny_lm_dir), batchsize=2)
 
