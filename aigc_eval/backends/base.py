@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aigc_eval.errors import UserError
+
 if TYPE_CHECKING:
     from aigc_eval.config import ModelRow
     from aigc_eval.record import Provenance
@@ -145,3 +147,15 @@ class Backend(ABC):
     def _cannot(self, capability: str) -> NotImplementedError:
         # The plan checks capabilities first, so reaching this is a bug in the caller.
         return NotImplementedError(f"backend {type(self).__name__} has no {capability!r} capability")
+
+
+def prompt_room(context: int, settings: GenerationSettings, model: str) -> int:
+    """Tokens left for the prompt once ``max_new_tokens`` are reserved in a ``context``-token window;
+    a user error when none are (every backend truncates prompts to this room, lm-eval's rule)."""
+    room = context - settings.max_new_tokens
+    if room < 1:
+        raise UserError(
+            f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in the "
+            f"{context}-token context of {model!r}; lower generation.max_new_tokens"
+        )
+    return room

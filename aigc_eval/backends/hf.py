@@ -25,6 +25,7 @@ from aigc_eval.backends.base import (
     Capabilities,
     GenerationSettings,
     TokenLogLikelihood,
+    prompt_room,
 )
 from aigc_eval.config import Device, ModelRow, local_path, looks_like_path
 from aigc_eval.errors import UserError
@@ -418,13 +419,7 @@ class HFBackend(Backend):
         context = self.context_length()
         if context is None:
             return None
-        room = context - settings.max_new_tokens
-        if room < 1:
-            raise UserError(
-                f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in the "
-                f"{context}-token context of {self.path!r}; lower generation.max_new_tokens"
-            )
-        return room
+        return prompt_room(context, settings, self.path)
 
     def _fitted_prompt_ids(self, prompts: Sequence[str], settings: GenerationSettings) -> list[list[int]]:
         """Prompt ids, each cut from the left to leave room for ``max_new_tokens`` (lm-eval's rule:

@@ -33,6 +33,7 @@ from aigc_eval.backends.base import (
     Capabilities,
     GenerationSettings,
     TokenLogLikelihood,
+    prompt_room,
 )
 from aigc_eval.backends.hf import _cut_at_stop, _windows
 from aigc_eval.config import ModelRow
@@ -415,13 +416,7 @@ class OpenAIBackend(Backend):
         tokenizer is unknown (the server then rejects what does not fit)."""
         if self._context is None or not self.row.logprobs:
             return None
-        room = self._context - settings.max_new_tokens
-        if room < 1:
-            raise UserError(
-                f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in the "
-                f"{self._context}-token context of {self.row.model!r}; lower generation.max_new_tokens"
-            )
-        return room
+        return prompt_room(self._context, settings, self.row.model)
 
     def truncated_prompts(self, prompts: Sequence[str], settings: GenerationSettings) -> int:
         room = self._room(settings)

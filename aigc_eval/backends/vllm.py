@@ -24,6 +24,7 @@ from aigc_eval.backends.base import (
     Capabilities,
     GenerationSettings,
     TokenLogLikelihood,
+    prompt_room,
 )
 from aigc_eval.backends.hf import (
     _cached_hub_folder,
@@ -231,13 +232,7 @@ class VLLMBackend(Backend):
 
     def _prompt_room(self, settings: GenerationSettings) -> int:
         context = self.context_length()
-        room = context - settings.max_new_tokens
-        if room < 1:
-            raise UserError(
-                f"max_new_tokens {settings.max_new_tokens} leaves no room for a prompt in the "
-                f"{context}-token context of {self.path!r}; lower generation.max_new_tokens"
-            )
-        return room
+        return prompt_room(context, settings, self.path)
 
     def truncated_prompts(self, prompts: Sequence[str], settings: GenerationSettings) -> int:
         room = self._prompt_room(settings)
