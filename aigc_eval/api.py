@@ -117,15 +117,25 @@ def run(
     limit: int | None = None,
     resume: str | Path | None = None,
     progress: ProgressFactory | None = None,
+    cache: bool = True,
 ) -> Run:
-    """Run a suite file end to end (generate, score, write the run folder) and return the run."""
+    """Run a suite file end to end (generate, score, write the run folder) and return the run.
+
+    ``cache`` False skips the generation cache (``aigc_eval.cache``); under torchrun every process
+    calls this and only rank 0's run folder is finalized (``aigc_eval.distributed``)."""
     from aigc_eval.execute import no_progress
     from aigc_eval.runner import run_suite
 
     if limit is not None and limit < 1:
         raise UserError("--limit must be a positive number of examples")
     folder = run_suite(
-        suite, output_dir, device=device, limit=limit, resume=resume, progress=progress or no_progress
+        suite,
+        output_dir,
+        device=device,
+        limit=limit,
+        resume=resume,
+        progress=progress or no_progress,
+        cache=cache,
     )
     return Run(folder)
 

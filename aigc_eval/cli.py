@@ -22,13 +22,14 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import tempfile
 import traceback
 import warnings
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ from aigc_eval.errors import (
 
 if TYPE_CHECKING:
     from aigc_eval.api import Run
+    from aigc_eval.cache import CacheStats
     from aigc_eval.record import ScoreRecord
 
 
@@ -61,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="override every model's device: cpu, cuda, cuda:N, mps")
     run.add_argument("--limit", type=int, help="score only the first N examples of each task")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR")
+    run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write the generation cache ($AIGC_EVAL_CACHE_DIR; see 'aigc-eval cache')",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
     run.add_argument(
         "--baseline", metavar="RUN", help="then compare against this run folder (exit 1 on a regression)"
@@ -135,6 +142,18 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--n-trials", type=int, help="paired AR trials (default: the suite's regression)")
     check.add_argument("--show", type=int, default=5, help="mismatches printed (all are in --json)")
     check.add_argument("--json", dest="json_file", metavar="FILE", help="write the full report as JSON here")
+
+    cache = commands.add_parser(
+        "cache", help="the generation cache ($AIGC_EVAL_CACHE_DIR or ~/.cache/aigc-eval/generations)"
+    )
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    cache_stats = cache_commands.add_parser("stats", help="entries, size, last use and entries per label")
+    cache_stats.add_argument("--json", action="store_true", help="print one JSON object")
+    cache_commands.add_parser("clear", help="remove every cached generation")
+    prune = cache_commands.add_parser("prune", help="remove generations not used for a while")
+    prune.add_argument(
+        "--older-than", required=True, metavar="AGE", help="last used more than AGE ago, e.g. 12h, 30d, 2w"
+    )
     return parser
 
 
@@ -195,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stats(args)
         if args.command == "check-backends":
             return _check_backends(args)
+        if args.command == "cache":
+            return _cache(args)
         return _score(args)
     except UserError as error:
         print(f"aigc-eval: error: {error}", file=sys.stderr)
@@ -243,6 +264,7 @@ def _save_error_log(text: str, run_dir: Path | None) -> Path | None:
 
 def _run(args: argparse.Namespace) -> int:
     import aigc_eval
+    from aigc_eval.distributed import world_from_env
     from aigc_eval.report.tables import task_tables
 
     # A bad baseline fails before any generation; the loaded run is compared later without a re-read.
@@ -256,7 +278,10 @@ def _run(args: argparse.Namespace) -> int:
             limit=args.limit,
             resume=args.resume,
             progress=progress,
+            cache=not args.no_cache,
         )
+    if not world_from_env().is_main:  # under torchrun rank 0 finalized, prints and gates
+        return EXIT_OK
     if not args.quiet:
         for task, table in task_tables(run.record).items():
             print_table(task, table)
@@ -267,6 +292,60 @@ def _run(args: argparse.Namespace) -> int:
                 setattr(args, flag, str(run.path / name))
         return _compare(baseline, run, args)
     return EXIT_OK
+
+
+def _cache(args: argparse.Namespace) -> int:
+    """``cache stats | clear | prune`` on the cache of ``$AIGC_EVAL_CACHE_DIR`` (or the default)."""
+    from aigc_eval.cache import GenerationCache
+
+    # A bad --older-than fails before the cache (and its folder) is created.
+    older_than = _parse_age(args.older_than) if args.cache_command == "prune" else None
+    with GenerationCache.open() as cache:
+        if args.cache_command == "stats":
+            stats = cache.stats()
+            if args.json:
+                print(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
+            else:
+                print(_format_cache_stats(stats))
+        elif older_than is None:
+            print(f"removed {cache.clear()} generations from {cache.path}")
+        else:
+            removed = cache.prune(older_than)
+            print(f"removed {removed} generations last used over {args.older_than} ago from {cache.path}")
+    return EXIT_OK
+
+
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _parse_age(text: str) -> timedelta:
+    """``30d`` and the like: a number (decimals allowed) and one unit of s, m, h, d, w."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text.strip())
+    try:
+        if match:
+            return timedelta(**{_AGE_UNITS[match[2]]: float(match[1])})
+    except OverflowError:
+        pass  # more than timedelta's 999999999 days
+    raise UserError(
+        f"--older-than {text!r}: not an age; give a number and a unit s, m, h, d or w, e.g. 30d or 12h"
+    )
+
+
+def _format_cache_stats(stats: CacheStats) -> str:
+    """The cache's file, size and last-use range, then an aligned label/entries table."""
+    size = stats.size_bytes
+    power = next(p for p in (3, 2, 1, 0) if size >= 1024**p or p == 0)
+    human = f"{size / 1024**power:.1f} {('B', 'KiB', 'MiB', 'GiB')[power]}" if power else f"{size} B"
+    lines = [f"generation cache: {stats.path}", f"entries: {stats.entries} ({human} on disk)"]
+    if stats.oldest_use is not None and stats.newest_use is not None:
+        span = (stats.oldest_use, stats.newest_use)
+        lines.append("last used: {} to {}".format(*(t.strftime("%Y-%m-%d %H:%M:%S UTC") for t in span)))
+    if stats.labels:
+        width = max(map(len, ["label", *stats.labels]))
+        count_width = max(map(len, ["entries", *map(str, stats.labels.values())]))
+        lines.append(f"{'label':<{width}}  {'entries':>{count_width}}")
+        lines += [f"{label:<{width}}  {count:>{count_width}}" for label, count in stats.labels.items()]
+    return "\n".join(lines)
 
 
 def _check_backends(args: argparse.Namespace) -> int:

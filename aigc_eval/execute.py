@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aigc_eval.backends.base import Backend
+from aigc_eval.backends.base import Backend, example_seed
+from aigc_eval.cache import GenerationCache, generation_key
 from aigc_eval.data import ImageTaskData, TaskData
 from aigc_eval.metrics.base import MetricContext, SampleInputs
 from aigc_eval.metrics.registry import build_metric, metric_class
@@ -49,15 +50,22 @@ class UnitResult:
 
 
 def execute(
-    plan: Plan, unit: WorkUnit, folder: RunFolder, pool: BackendPool, progress: ProgressFactory = no_progress
+    plan: Plan,
+    unit: WorkUnit,
+    folder: RunFolder,
+    pool: BackendPool,
+    progress: ProgressFactory = no_progress,
+    cache: GenerationCache | None = None,
 ) -> UnitResult:
-    """Run one unit: an image row × task is scored from its folder; a text unit generates what its
-    log lacks, then computes every metric entry's per-sample statistics."""
+    """Run one unit: an image unit extracts the features of its share of the images; a text unit
+    generates what no log holds, then computes every metric entry's per-sample statistics."""
     if unit.kind == "image":
         return _execute_image(plan, unit, pool)
     data = plan.text_tasks[unit.task]
+    if not unit.shard.indices(len(data.examples)):  # more processes than examples: nothing to do here
+        return UnitResult(unit)
     backend = pool.get(unit.row)
-    indices, predictions, timing = generate(backend, unit, data, folder, progress)
+    indices, predictions, timing = generate(backend, unit, data, folder, progress, cache)
     started = time.perf_counter()
     stats, contexts = sample_statistics(plan, unit, data, indices, predictions, pool, progress)
     timing["scoring_s"] = round(time.perf_counter() - started, 4)
@@ -65,16 +73,27 @@ def execute(
 
 
 def generate(
-    backend: Backend, unit: WorkUnit, data: TaskData, folder: RunFolder, progress: ProgressFactory
+    backend: Backend,
+    unit: WorkUnit,
+    data: TaskData,
+    folder: RunFolder,
+    progress: ProgressFactory,
+    cache: GenerationCache | None = None,
 ) -> tuple[tuple[int, ...], list[str], dict[str, Any]]:
-    """Generate every example of the unit not already in its log, appending each batch as it finishes."""
+    """Generate every example of the unit that no log of its row × task holds and the cache lacks.
+
+    Each example is sampled with its own seed (``example_seed``: generation seed, task, example id),
+    so only the missing examples go to the backend, in any batches and any process, with the same
+    outputs. Cache hits and new generations are appended to the unit's own log as they come.
+    """
     row = unit.row
+    settings = row.generation
     log = folder.generation_log(row.name, data.task.name, unit.key, unit.shard.label)
-    done = log.load()
+    log.load()  # checks the unit's own log (its key) before appending to it
+    done = folder.finished_generations(row.name, data.task.name, unit.key)
     indices = unit.shard.indices(len(data.examples))
     examples = [data.examples[i] for i in indices]
     prompts = [e.prompt for e in examples]
-    settings = row.generation
     truncated = backend.truncated_prompts(prompts, settings)
     if truncated:
         warnings.warn(
@@ -83,30 +102,62 @@ def generate(
             stacklevel=2,
         )
     advance = progress(f"generate {unit.name}", len(examples))
-    position = {index: i for i, index in enumerate(indices)}
-    finished = {position[i]: text for i, text in done.items() if i in position}
-    advance(len(finished))
+    finished = {local: done[i] for local, i in enumerate(indices) if i in done}
     resumed = len(finished)
-    marks: list[tuple[float, int]] = []  # (when a new batch finished, tokens it generated)
+    advance(resumed)
+    seeds = [example_seed(settings.seed, data.task.name, e.id) for e in examples]
 
-    def on_batch(local: list[int], texts: list[str], tokens: int | None = None) -> None:
+    def record(local: list[int], texts: list[str], cached: bool = False) -> None:
         log.append(
             [
                 {"index": indices[i], "id": examples[i].id, "prediction": t}
+                | ({"cached": True} if cached else {})
                 for i, t in zip(local, texts, strict=True)
             ]
         )
         finished.update(zip(local, texts, strict=True))
-        # A backend that cannot count its generated tokens: re-tokenize the continuations.
-        marks.append((time.perf_counter(), backend.count_tokens(texts) if tokens is None else tokens))
         advance(len(local))
 
     started = time.perf_counter()
-    if len(finished) < len(examples):
-        backend.generate(prompts, settings, on_batch=on_batch, skip=set(finished))
-    timing: dict[str, Any] = {"resumed_samples": resumed, "truncated_prompts": truncated}
+    missing = [i for i in range(len(examples)) if i not in finished]
+    keys: dict[int, str] = {}
+    hits = 0
+    if cache is not None and missing:
+        identity = backend.cache_identity()
+        keys = {
+            i: generation_key(identity, settings, prompts[i], seeds[i] if settings.do_sample else None)
+            for i in missing
+        }
+        found = cache.get_many(list(keys.values()))
+        cached = [i for i in missing if keys[i] in found]
+        if cached:
+            record(cached, [found[keys[i]].text for i in cached], cached=True)
+        hits = len(cached)
+        missing = [i for i in missing if i not in finished]
+    marks: list[tuple[float, int]] = []  # (when a new batch finished, tokens it generated)
+    label = f"{row.backend}:{row.name}"
+
+    def on_batch(
+        part: list[int], texts: list[str], tokens: int | None = None, failed: Sequence[int] = ()
+    ) -> None:
+        local = [missing[i] for i in part]
+        record(local, texts)
+        if cache is not None:
+            bad = {missing[i] for i in failed}  # recorded failures (empty predictions) are not kept
+            cache.put_many(
+                (keys[i], t, None, label) for i, t in zip(local, texts, strict=True) if i not in bad
+            )
+        # A backend that cannot count its generated tokens: re-tokenize the continuations.
+        marks.append((time.perf_counter(), backend.count_tokens(texts) if tokens is None else tokens))
+
+    if missing:
+        backend.generate(
+            [prompts[i] for i in missing], settings, on_batch=on_batch, seeds=[seeds[i] for i in missing]
+        )
+    timing: dict[str, Any] = {"resumed_samples": resumed, "truncated_prompts": truncated, "cache_hits": hits}
     if marks:
         timing.update(throughput(started, marks))
+    timing["generation_s"] = round(time.perf_counter() - started, 4)  # cache look-ups included
     return indices, [finished[i] for i in range(len(examples))], timing
 
 

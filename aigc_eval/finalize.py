@@ -19,6 +19,7 @@ from aigc_eval.metrics.registry import build_metric
 from aigc_eval.plan import Plan
 from aigc_eval.pool import BackendPool
 from aigc_eval.record import (
+    Environment,
     Provenance,
     ResultEntry,
     RunRecord,
@@ -39,8 +40,11 @@ def finalize(
     gathered: list[Gathered],
     models: dict[str, Provenance],
     pool: BackendPool,
+    env: Environment | None = None,
 ) -> RunRecord:
-    """Score, compare within the run, write the record and every output; returns the record."""
+    """Score, compare within the run, write the record and every output; returns the record.
+
+    ``env`` is the environment to record (default: this process's, for a one-process run)."""
     suite = plan.suite
     entries: list[ResultEntry] = []
     samples: list[SampleRecord] = []
@@ -71,7 +75,7 @@ def finalize(
         finished=now_iso(),
         limit=plan.limit,
         suite=suite.model_dump(mode="json"),
-        environment=environment(),
+        environment=env or environment(),
         models=models,
         tasks={
             name: _task_record(data) for name, data in [*plan.text_tasks.items(), *plan.image_tasks.items()]

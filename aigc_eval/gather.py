@@ -14,8 +14,10 @@ import numpy as np
 from aigc_eval.execute import UnitResult
 from aigc_eval.metrics.base import MetricContext
 
-# Timing fields that add up over shards; the rest describe one process's throughput.
-_SUMMED = ("resumed_samples", "truncated_prompts", "generated_tokens", "scoring_s")
+# Timing fields that add up over shards; shards run at the same time (one per process), so the
+# generation time of a row × task is its slowest shard's and its throughput the shards' sum.
+_SUMMED = ("resumed_samples", "truncated_prompts", "cache_hits", "generated_tokens", "timed_tokens")
+_SLOWEST = ("generation_s", "timed_s", "scoring_s")
 
 
 @dataclass
@@ -44,14 +46,17 @@ def _merge(parts: list[UnitResult]) -> Gathered:
     if first.unit.kind == "image":
         merged.timing = dict(first.timing)
         return merged
+    parts = [part for part in parts if part.indices]  # a process may have had no example of a task
     indices = [i for part in parts for i in part.indices]
     if len(set(indices)) != len(indices):
         raise ValueError(f"{merged.model} × {merged.task}: units overlap in their examples")
     order = np.argsort(indices, kind="stable")
     predictions = [p for part in parts for p in part.predictions]
     merged.predictions = [predictions[i] for i in order]
-    merged.stats = [np.concatenate([part.stats[m] for part in parts])[order] for m in range(len(first.stats))]
-    merged.contexts = first.contexts
+    merged.stats = [
+        np.concatenate([part.stats[m] for part in parts])[order] for m in range(len(parts[0].stats))
+    ]
+    merged.contexts = parts[0].contexts
     merged.timing = _merged_timing([part.timing for part in parts])
     return merged
 
@@ -60,7 +65,18 @@ def _merged_timing(timings: list[dict[str, Any]]) -> dict[str, Any]:
     if len(timings) == 1:
         return dict(timings[0])
     out = dict(timings[0])
-    for key in _SUMMED:
-        values = [t[key] for t in timings if t.get(key) is not None]
-        out[key] = round(sum(values), 4) if values else None
+    for keys, combine in ((_SUMMED, sum), (_SLOWEST, max)):
+        for key in keys:
+            values = [t[key] for t in timings if t.get(key) is not None]
+            out[key] = round(combine(values), 4) if values else None
+    if not any("tokens_per_s_method" in t for t in timings):  # nothing generated (resumed, cached)
+        return out
+    rates = [t.get("tokens_per_s") for t in timings]
+    measured = all(rate is not None for rate in rates)
+    out["tokens_per_s"] = round(sum(rates), 2) if measured else None  # type: ignore[arg-type]
+    out["tokens_per_s_method"] = (
+        f"sum over {len(timings)} processes of each one's {timings[0]['tokens_per_s_method']}"
+        if measured
+        else "not measured: a process timed a single batch only"
+    )
     return out

@@ -6,6 +6,11 @@ or the ``features`` that ``save_stats`` writes). Image sets go through one backb
 (``aigc_eval.metrics.image.metrics``), built with the reference set and the features' origin in
 their ``MetricContext``.
 
+Scoring is two steps, so that torchrun ranks can share the extraction: ``extract_side`` (one shard
+of one side, in any process) and ``score_parts`` (rank 0: the parts of every shard merged by
+position, then the metrics). ``score_images`` and ``score_image_task`` are both steps in one process,
+with one shard; any number of shards gives the same outcome exactly.
+
 A run folder keeps each image row × task's features (``save_image_features``):
 ``features/<row>__<task>.npz`` holds the generated set's per-image features (and logits) as float32
 (as in the feature cache), ``features/<task>__reference.npz`` the reference's, once per task; a
@@ -27,7 +32,16 @@ from aigc_eval.errors import UserError
 from aigc_eval.features import backbones, extract_features, get_backbone
 from aigc_eval.features.cache import FeatureCache
 from aigc_eval.files import write_npz_atomic
-from aigc_eval.images import CacheDir, ImageSides, is_stats_file, open_image_set
+from aigc_eval.images import (
+    CacheDir,
+    Side,
+    SidePart,
+    extract_side,
+    is_stats_file,
+    merge_parts,
+    open_image_set,
+    sides_origin,
+)
 from aigc_eval.metrics.base import MetricContext, Score, StoredMetric
 from aigc_eval.metrics.image import FeatureSet, mean_and_covariance
 from aigc_eval.metrics.image.base import ImageMetric
@@ -38,6 +52,7 @@ from aigc_eval.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from aigc_eval.config import Task
+    from aigc_eval.features.base import Backbone
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,12 @@ def score_feature_sets(gen: FeatureSet, built: Sequence[ImageMetric]) -> dict[st
     return scores
 
 
+def needs_reference(metric_names: Sequence[str]) -> bool:
+    """Whether any of these image metrics compares against a reference set (all but ``is``); without
+    one the reference side is neither extracted nor scored."""
+    return any(image_metric_class(name).needs_reference for name in metric_names)
+
+
 def score_images(
     generated: str | Path,
     reference: str | Path | None,
@@ -135,17 +156,12 @@ def score_images(
     it has none in ``ci_unavailable``).
     """
     names = check_request(metric_names, backbone)
-    pair = [n for n in names if image_metric_class(n).needs_reference]
-    if pair and reference is None:
-        raise UserError(f"metric(s) {', '.join(pair)} need a reference set")
-    sides = ImageSides(backbone, backbone_path, device, cache_dir, skip_corrupt)
-    gen = sides.load(generated, "generated")
-    ref = sides.load(reference, "reference") if pair and reference is not None else None
-    built = build_image_metrics(names, backbone, seed, ref, sides.origin())
-    _check_contents(gen, ref, built, generated, reference)
-    scores = score_feature_sets(gen, built)
-    device_name = str(sides.backbone.device) if sides.backbone is not None else None
-    return ImageOutcome(scores, gen, ref, sides.skipped, device_name, str(generated))
+    generated_part, reference_part = _extract_both(
+        generated, reference, names, backbone, backbone_path, device, cache_dir, skip_corrupt
+    )
+    return _score_sides(
+        names, backbone, seed, [generated_part], None if reference_part is None else [reference_part]
+    )
 
 
 def score_image_task(
@@ -157,22 +173,90 @@ def score_image_task(
     backbone_path: str | Path | None = None,
     cache_dir: CacheDir = None,
 ) -> ImageOutcome:
-    """One image row × task: ``score_images`` with the task's metrics, backbone and ``skip_corrupt``.
+    """One image row × task in one process: ``extract_side`` of each side (one shard) and ``score_parts``.
 
     ``generated``, ``reference`` and ``backbone_path`` are resolved paths (the task's own are
     relative to the suite file); ``seed`` is the suite's seed.
     """
-    return score_images(
+    names = check_request(task.image_metrics, task.backbone)
+    generated_part, reference_part = _extract_both(
         generated,
         reference if task.reference is not None else None,
-        task.image_metrics,
-        backbone=task.backbone,
-        backbone_path=backbone_path,
-        device=device,
-        cache_dir=cache_dir,
-        skip_corrupt=task.skip_corrupt,
-        seed=seed,
+        names,
+        task.backbone,
+        backbone_path,
+        device,
+        cache_dir,
+        task.skip_corrupt,
     )
+    return score_parts([generated_part], None if reference_part is None else [reference_part], task, seed)
+
+
+def score_parts(
+    generated_parts: Sequence[SidePart],
+    reference_parts: Sequence[SidePart] | None,
+    task: Task,
+    seed: int = 0,
+) -> ImageOutcome:
+    """Everything ``score_image_task`` does after extraction, from the ``extract_side`` parts of every
+    shard of each side (in any order): merged by position, checked, scored with intervals. Equal to
+    ``score_image_task`` exactly. ``reference_parts`` is None when the task has no reference or
+    ``needs_reference`` says its metrics use none (the parts are then ignored)."""
+    names = check_request(task.image_metrics, task.backbone)
+    return _score_sides(names, task.backbone, seed, generated_parts, reference_parts)
+
+
+def _extract_both(
+    generated: str | Path,
+    reference: str | Path | None,
+    names: Sequence[str],
+    backbone: str,
+    backbone_path: str | Path | None,
+    device: str,
+    cache_dir: CacheDir,
+    skip_corrupt: bool,
+) -> tuple[SidePart, SidePart | None]:
+    """Both sides as one shard each, through one backbone built on first use (none for two ``.npz``)."""
+    _require_reference(names, reference is not None)
+    network: Backbone | None = None
+    parts: list[SidePart | None] = []
+    for role, path in (("generated", generated), ("reference", reference)):
+        if path is None or (role == "reference" and not needs_reference(names)):
+            parts.append(None)
+            continue
+        if network is None and not is_stats_file(path):
+            network = get_backbone(backbone, backbone_path, device)
+        parts.append(
+            extract_side(path, role, network or backbone, backbone_path, device, cache_dir, skip_corrupt)
+        )
+    assert parts[0] is not None
+    return parts[0], parts[1]
+
+
+def _require_reference(names: Sequence[str], has_reference: bool) -> None:
+    pair = [name for name in names if image_metric_class(name).needs_reference]
+    if pair and not has_reference:
+        raise UserError(f"metric(s) {', '.join(pair)} need a reference set")
+
+
+def _score_sides(
+    names: Sequence[str],
+    backbone: str,
+    seed: int,
+    generated_parts: Sequence[SidePart],
+    reference_parts: Sequence[SidePart] | None,
+) -> ImageOutcome:
+    _require_reference(names, bool(reference_parts))
+    gen = merge_parts(generated_parts)
+    ref = merge_parts(reference_parts) if reference_parts and needs_reference(names) else None
+    sides: list[Side] = [gen] if ref is None else [gen, ref]
+    ref_set = None if ref is None else ref.features
+    built = build_image_metrics(names, backbone, seed, ref_set, sides_origin(sides))
+    _check_contents(gen.features, ref_set, built, gen.source, None if ref is None else ref.source)
+    scores = score_feature_sets(gen.features, built)
+    skipped = {side.role: side.skipped for side in sides if side.skipped is not None}
+    device = next((side.device for side in sides if side.device is not None), None)
+    return ImageOutcome(scores, gen.features, ref_set, skipped, device, gen.source)
 
 
 def _check_contents(

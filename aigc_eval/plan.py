@@ -1,9 +1,11 @@
 """plan: a suite turned into work units, checked before anything runs.
 
-A work unit is one model row × one task × one shard of that task's examples. Its ``key`` hashes
-everything that determines its generations (model settings, task config, data content, example
-count, batch size): it keys resume (a generation log records it) and, later, caching. Units never
-depend on each other's files, so any process may execute any unit; only one process finalizes.
+A work unit is one model row × one task × one shard of that task's examples (or images). Its
+``key`` hashes everything that determines its generations (model settings, task config, data
+content, example count; not the batch size or the process count, which change no output): it keys
+resume (a generation log records it). Units never depend on each other's files, so any process may
+execute any unit; only one process finalizes. A run of ``N`` processes plans ``N`` shards per
+row × task, and rank ``r`` executes shard ``r`` of each.
 
 ``make_plan`` writes nothing and loads no model: it reads the suite and the task data and runs the
 plan checks (``preflight.check_plan``: capabilities, scoring models, context lengths, files).
@@ -66,15 +68,15 @@ class Plan:
 
 
 def generation_key(row: ModelRow, data: TaskData) -> str:
-    """What the generations of ``row`` on ``data`` depend on (not the device or the row's name)."""
-    settings = row.model_dump(mode="json", exclude={"name", "batch_size", "device"})
+    """What the generations of ``row`` on ``data`` depend on: not the row's name, device or batch
+    size (sampling is seeded per example, so batching changes no output)."""
+    settings = row.model_dump(mode="json", exclude={"name", "batch_size", "device", "device_map"})
     return stable_hash(
         {
             "model": settings,
             "task": data.task.model_dump(mode="json"),
             "data": data.content_hash,
             "n": len(data.examples),
-            "batch_size": getattr(row, "batch_size", None),
         }
     )
 
@@ -106,7 +108,7 @@ def make_plan(
         for name in image_tasks:
             if name in row.images:
                 key = stable_hash({"images": row.images[name], "task": name})
-                units.append(WorkUnit(row, name, "image", key))
+                units.extend(WorkUnit(row, name, "image", key, Shard(i, shards)) for i in range(shards))
         if not capabilities(row.backend).generate:
             continue
         for name, data in text_tasks.items():

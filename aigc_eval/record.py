@@ -101,6 +101,7 @@ class Timing(_Record):
 
     resumed_samples: int | None = None
     truncated_prompts: int | None = None
+    cache_hits: int | None = None  # samples taken from the generation cache instead of generated
     generation_s: float | None = None
     generated_tokens: int | None = None
     timed_tokens: int | None = None
@@ -158,6 +159,8 @@ class Environment(_Record):
     platform: str
     packages: dict[str, str] = Field(default_factory=dict)
     git_commit: str | None = None
+    processes: int = 1  # torch.distributed world size of the run (torchrun / accelerate launch)
+    process_group: str | None = None  # its backend: gloo or nccl
 
 
 class RunRecord(_Record):

@@ -54,6 +54,7 @@ _PACKAGES = (
     "tokenizers",
     "sacrebleu",
     "rouge-score",
+    "rouge-score-rs",
     "numpy",
     "scipy",
     "pandas",
@@ -198,6 +199,21 @@ class RunFolder:
         """The append-only log of one work unit (row × task, optionally one shard of its examples)."""
         name = f"{row}__{task}" + (f"__{shard}" if shard else "") + ".jsonl"
         return GenerationLog(self.file(self.GENERATIONS, name), key)
+
+    def finished_generations(self, row: str, task: str, key: str) -> dict[int, str]:
+        """Finished predictions of a row × task by example index, merged from every log it has: the
+        unsharded one and each shard's, whatever the process count of the attempts that wrote them
+        (so a run resumes with a different number of processes). Every log must carry ``key``."""
+        folder = self.file(self.GENERATIONS)
+        names = [
+            f"{row}__{task}.jsonl",
+            *sorted(p.name for p in folder.glob(f"{row}__{task}__shard*of*.jsonl")),
+        ]
+        done: dict[int, str] = {}
+        for name in names:
+            for index, text in GenerationLog(folder / name, key).load().items():
+                done.setdefault(index, text)  # duplicates come from reruns of one example: keep the first
+        return done
 
     def has_generations(self) -> bool:
         return any(self.file(self.GENERATIONS).glob("*.jsonl"))

@@ -87,3 +87,11 @@ def v1_run(tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(V1_RUN, tmp_path / "v1-run"))
+
+
+@pytest.fixture(autouse=True)
+def private_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets empty generation and feature caches (``AIGC_EVAL_CACHE_DIR``): no test sees
+    another's cached generations, and none touches the user's ~/.cache. Tests about the caches set
+    their own folder on top of this one."""
+    monkeypatch.setenv("AIGC_EVAL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

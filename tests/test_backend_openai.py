@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from aigc_eval.backends import create_backend
-from aigc_eval.backends.base import GenerationSettings
-from aigc_eval.backends.openai import OpenAIBackend, OpenAIRow, request_seed, wait_until_ready
+from aigc_eval.backends.base import GenerationSettings, example_seed
+from aigc_eval.backends.openai import OpenAIBackend, OpenAIRow, wait_until_ready
 from aigc_eval.config import parse_row
 from aigc_eval.errors import RUN_DIR_ATTRIBUTE, UserError
 
@@ -139,12 +139,6 @@ def test_row_rejects_a_key_in_api_key_env_and_a_bad_url() -> None:
         parse_row({"name": "x", "backend": "openai", "base_url": "localhost:8000", "model": "m"})
 
 
-def test_request_seed_depends_on_seed_and_index_only() -> None:
-    assert request_seed(0, 3) == request_seed(0, 3)
-    seeds = {request_seed(s, i) for s in range(3) for i in range(50)}
-    assert len(seeds) == 150 and all(0 <= s < 2**31 for s in seeds)
-
-
 def test_check_row_refuses_what_the_api_cannot_carry(monkeypatch: pytest.MonkeyPatch) -> None:
     row = _row("http://127.0.0.1:9/v1", generation={"repetition_penalty": 1.2})
     with pytest.raises(UserError, match=r"models\[0\].generation.repetition_penalty: .*extra_body"):
@@ -196,6 +190,30 @@ def test_seeded_sampling_does_not_depend_on_concurrency_or_skip(clean: FaultProx
     assert resumed[3:] == one[3:] and resumed[:3] == ["", "", ""]
     other = create_backend(_row(clean.url)).generate(PROMPTS, settings.model_copy(update={"seed": 8}))
     assert other != one
+
+
+@vllm
+def test_each_request_carries_its_examples_seed(clean: FaultProxy) -> None:
+    settings = GenerationSettings(max_new_tokens=12, do_sample=True, temperature=1.0, seed=7)
+    seeds = [example_seed(7, "en", str(i)) for i in range(len(PROMPTS))]
+    backend = create_backend(_row(clean.url, max_concurrency=4))
+    full = backend.generate(PROMPTS, settings, seeds=seeds)
+    sent = {body["prompt"]: body["seed"] for body in _generations(clean)}
+    assert [sent[p] for p in PROMPTS] == seeds
+    for shard in (0, 1):  # two strided halves, as torchrun ranks get them
+        assert backend.generate(PROMPTS[shard::2], settings, seeds=seeds[shard::2]) == full[shard::2]
+
+
+@vllm
+def test_cache_identity_is_the_served_model_not_the_url(clean: FaultProxy, server: str) -> None:
+    identity = create_backend(_row(clean.url)).cache_identity()
+    assert json.loads(json.dumps(identity)) == identity
+    assert identity["model"] == SERVED and identity["endpoint"] == "completions"
+    direct = create_backend(_row(server, max_concurrency=2, batch_size=3, max_retries=1))
+    assert direct.cache_identity() == identity  # proxy or not, concurrency and retries are no identity
+    assert clean.url not in json.dumps(identity) and server not in json.dumps(identity)
+    for options in ({"endpoint": "chat"}, {"extra_body": {"repetition_penalty": 1.1}}, {"logprobs": False}):
+        assert create_backend(_row(clean.url, **options)).cache_identity() != identity, options
 
 
 @vllm
@@ -253,12 +271,17 @@ def test_on_error_record_gives_empty_predictions_and_says_which(clean: FaultProx
     )
     record = backend.describe()
     reported: dict[int, str] = {}
+    recorded: list[int] = []
+
+    def on_batch(indices: list[int], texts: list[str], tokens: int, *, failed: tuple[int, ...] = ()) -> None:
+        reported.update(zip(indices, texts, strict=True))
+        recorded.extend(failed)
+
     with pytest.warns(UserWarning, match=r"1 of 6 requests failed .*prompts \[1\]; prompt 1: HTTP 500"):
-        texts = backend.generate(
-            PROMPTS, GREEDY, on_batch=lambda i, t, n: reported.update(zip(i, t, strict=True))
-        )
+        texts = backend.generate(PROMPTS, GREEDY, on_batch=on_batch)
     assert texts == [reference[0], "", *reference[2:]]
     assert reported == dict(enumerate(texts))
+    assert recorded == [1]  # logged, but marked so that no cache takes it
     assert record.extra["failed_samples"] == "1"  # the provenance handed out earlier is completed
 
 

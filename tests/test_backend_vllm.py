@@ -20,8 +20,8 @@ import yaml
 
 from aigc_eval import run
 from aigc_eval.backends import create_backend
-from aigc_eval.backends.base import Backend, GenerationSettings
-from aigc_eval.backends.vllm import VLLMRow, request_seed
+from aigc_eval.backends.base import Backend, GenerationSettings, example_seed
+from aigc_eval.backends.vllm import VLLMRow
 from aigc_eval.config import parse_row
 from aigc_eval.errors import UserError
 
@@ -195,11 +195,26 @@ def test_seeded_sampling_is_reproducible_and_independent_of_batching(engine: Bac
     assert first != engine.generate(PROMPTS, GREEDY.model_copy(update={"max_new_tokens": 16}))
 
 
-def test_request_seeds_differ_per_prompt_and_row_seed() -> None:
-    seeds = {request_seed(seed, i) for seed in range(3) for i in range(100)}
-    assert len(seeds) == 300
-    assert all(0 <= s < 2**63 for s in seeds)
-    assert request_seed(1, 0) != request_seed(0, 1)
+@pytest.mark.vllm
+def test_example_seeds_make_samples_independent_of_shards_and_order(engine: Backend) -> None:
+    seeds = [example_seed(7, "en", e["id"]) for e in EXAMPLES[:8]]
+    full = engine.generate(PROMPTS, SAMPLE, seeds=seeds)
+    for shard in (0, 1):  # two strided halves, as torchrun ranks get them
+        assert engine.generate(PROMPTS[shard::2], SAMPLE, seeds=seeds[shard::2]) == full[shard::2]
+    assert engine.generate(PROMPTS[::-1], SAMPLE, seeds=seeds[::-1]) == full[::-1]
+    # Without ids a prompt's seed comes from its position (Backend.generate's default).
+    assert full != engine.generate(PROMPTS, SAMPLE)
+
+
+@pytest.mark.vllm
+def test_cache_identity_shares_the_hf_hashes_and_is_stable(engine: Backend, hf_backend: Backend) -> None:
+    identity = engine.cache_identity()
+    assert json.loads(json.dumps(identity)) == identity and engine.cache_identity() == identity
+    theirs = hf_backend.cache_identity()
+    for key in ("weights_sha256", "config_sha256", "tokenizer_sha256", "dtype", "device_type", "torch"):
+        assert identity[key] == theirs[key], key
+    assert identity["backend"] == "vllm" and identity["vllm"] and identity["context_length"] == 128
+    assert str(DEMO) not in json.dumps(identity)
 
 
 @pytest.mark.vllm

@@ -10,11 +10,13 @@ runs, and ``create_backend(row)`` builds it from the row alone.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,9 +73,47 @@ class TokenLogLikelihood:
     token_nll: tuple[float, ...] | None = None
 
 
-# Called after each finished batch with (indices into the prompt list, texts, tokens generated):
-# the count is what the model generated (EOS included, padding not), for tokens/s.
-BatchCallback = Callable[[list[int], list[str], int], None]
+class BatchCallback(Protocol):
+    """Called after each finished batch with (indices into the prompt list, texts, tokens generated);
+    the count is what the model generated (EOS included, padding not), for tokens/s.
+
+    ``failed`` lists the indices (into the prompt list, a subset of ``indices``) whose text is a
+    recorded failure, not a generation (the ``openai`` backend's ``on_error: record`` gives them
+    empty texts): they belong in the log but never in a cache of generations. Backends pass it only
+    when it is non-empty, so callbacks written before it existed keep working with backends that
+    never record failures.
+    """
+
+    def __call__(
+        self, indices: list[int], texts: list[str], tokens: int, /, *, failed: Sequence[int] = ()
+    ) -> None: ...
+
+
+def example_seed(seed: int, task: str, example_id: str) -> int:
+    """The sampling seed of one example: 31 bits of a sha256 (every server's seed type holds it).
+
+    Each part is there for a reason: ``seed`` (the row's ``generation.seed``) lets a user draw
+    another set of samples; ``task`` keeps examples of two tasks that share ids ("0", "1", ...)
+    from sharing draws; ``example_id`` gives each example its own stream, so a sample never depends
+    on the batch size, on which examples share its batch or shard, on their order or on resume.
+    The row name is left out on purpose: rows with the same seed draw common random numbers, which
+    makes paired comparisons between them less noisy. A hash rather than ``seed + index``, so
+    neighbouring seeds do not sample shifted copies of each other.
+    """
+    payload = json.dumps([seed, task, example_id], ensure_ascii=False).encode()
+    return int.from_bytes(hashlib.sha256(payload).digest()[:4], "big") >> 1
+
+
+def prompt_seeds(
+    prompts: Sequence[str], settings: GenerationSettings, seeds: Sequence[int] | None
+) -> list[int]:
+    """One seed per prompt: ``seeds`` as given, or for a caller without example ids, prompt ``i``'s
+    ``example_seed(settings.seed, "", str(i))``."""
+    if seeds is None:
+        return [example_seed(settings.seed, "", str(i)) for i in range(len(prompts))]
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
+    return list(seeds)
 
 
 class Backend(ABC):
@@ -105,12 +145,25 @@ class Backend(ABC):
         settings: GenerationSettings,
         on_batch: BatchCallback | None = None,
         skip: set[int] | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> list[str]:
         """Continuations only (prompt stripped, stop strings applied), in prompt order.
 
         ``skip`` holds indices already generated (resume): whole batches of them
-        are not run again, and their slots in the result are empty strings.
+        are not run again, and their slots in the result are empty strings. ``seeds`` holds one
+        sampling seed per prompt (``example_seed`` of its task and example id); a sample depends on
+        its prompt, settings and seed only. None: ``prompt_seeds``' default, from positions.
         """
+        raise self._cannot("generate")
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Everything besides settings, prompt and seed that determines a generation, JSON-able:
+        the backend and library versions, hashes of the weights, tokenizer and chat template,
+        dtype, device type and the row options that change outputs (never the row name, batch size,
+        device index or the model's path). Two backends with equal identities generate the same
+        text for the same (settings, prompt, seed), so a cache of generations may key on it.
+        Computed once per loaded model."""
         raise self._cannot("generate")
 
     def truncated_prompts(self, prompts: Sequence[str], settings: GenerationSettings) -> int:

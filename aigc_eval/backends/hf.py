@@ -8,14 +8,16 @@ validating a suite's ``hf`` rows stay free of them.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import inspect
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from aigc_eval.backends import backends
 from aigc_eval.backends.base import (
@@ -26,6 +28,7 @@ from aigc_eval.backends.base import (
     GenerationSettings,
     TokenLogLikelihood,
     prompt_room,
+    prompt_seeds,
 )
 from aigc_eval.config import Device, ModelRow, local_path, looks_like_path
 from aigc_eval.errors import UserError
@@ -54,14 +57,20 @@ TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
+# Every file a tokenizer may be loaded from (what its identity hashes); chat templates saved on
+# their own (chat_template.jinja) are hashed apart, only for rows that use them.
+_TOKENIZER_STATE = (*TOKENIZER_FILES, "merges.txt", "special_tokens_map.json", "added_tokens.json")
+# The model's architecture and the generation defaults ``generate`` falls back on.
+_CONFIG_FILES = ("config.json", "generation_config.json")
 _TRUE = ("1", "true", "yes", "on")
 
 
 class HFRow(ModelRow):
     """An ``hf`` row: a transformers causal LM (local folder or hub id) and its decoding settings.
 
-    Field names and defaults are those of the single-backend schema, so a row's JSON dump, the
-    suite's config hash and the generation logs' resume keys are unchanged.
+    Field names and defaults are those of the single-backend schema (``device_map`` is dumped only
+    when set), so a row's JSON dump, the suite's config hash and the generation logs' resume keys
+    are unchanged.
     """
 
     backend: Literal["hf"] = "hf"
@@ -69,6 +78,8 @@ class HFRow(ModelRow):
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Device = "auto"
+    # accelerate spreads the layers over the GPUs (then CPU memory) that are there; instead of `device`.
+    device_map: Literal["auto"] | None = None
     batch_size: int = Field(8, ge=1)
     trust_remote_code: bool = False
     chat: bool = False
@@ -78,6 +89,24 @@ class HFRow(ModelRow):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
 
     path_fields = ("path",)
+
+    @model_validator(mode="after")
+    def _one_placement(self) -> HFRow:
+        if self.device_map is not None and self.device != "auto":
+            raise ValueError(
+                f"device_map: {self.device_map!r} places the model itself, so it cannot go with "
+                f"device: {self.device!r}; remove one of the two"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out while unset, so rows written before device_map existed keep their dump, the
+        # suite's config hash and their generation logs' resume keys.
+        data = handler(self)
+        if self.device_map is None:
+            data.pop("device_map", None)
+        return data
 
 
 def _looks_local(path: str) -> bool:
@@ -208,6 +237,106 @@ def _weight_files(folder: Path) -> list[Path]:
     return files or sorted(folder.glob("*.bin"))
 
 
+def weights_sha256(folder: Path | None) -> str:
+    """sha256 over the weight files' bytes in sorted name order ("unknown" without a folder)."""
+    files = _weight_files(folder) if folder is not None else []
+    return sha256_files(files) if files else "unknown"
+
+
+def _text_sha256(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _named_sha256(files: Sequence[Path]) -> str | None:
+    """One hash of several files by name and content (not their folder); None when there are none."""
+    found = [f for f in files if f.is_file()]
+    return _text_sha256({f.name: sha256_files([f]) for f in found}) if found else None
+
+
+def folder_identity(folder: Path | None, trust_remote_code: bool) -> dict[str, str | None]:
+    """Hashes of what decides a model folder's outputs besides its weights, independent of where the
+    folder is: config and generation defaults, tokenizer files, and the model code it ships when
+    that code runs (``trust_remote_code``)."""
+    if folder is None:
+        return {"config_sha256": None, "tokenizer_sha256": None, "code_sha256": None}
+    code = sorted(folder.glob("*.py")) if trust_remote_code else []
+    return {
+        "config_sha256": _named_sha256([folder / name for name in _CONFIG_FILES]),
+        "tokenizer_sha256": _named_sha256([folder / name for name in _TOKENIZER_STATE]),
+        "code_sha256": _named_sha256(code),
+    }
+
+
+def chat_template_sha256(tokenizer: transformers.PreTrainedTokenizerBase) -> str:
+    """Hash of the chat template a chat row renders its prompts with (a string or named templates)."""
+    return _text_sha256(tokenizer.chat_template)
+
+
+def _placement(model: torch.nn.Module) -> dict[str, str]:
+    """Where each part of the model is: accelerate's map when it spread the model over several devices
+    (it sets ``hf_device_map`` only then), else ``{"": its one device}``."""
+    import torch
+
+    placed = getattr(model, "hf_device_map", None)
+    if not placed:
+        return {"": str(model.device)}
+    return {
+        name: value if isinstance(value, str) else str(torch.device(value)) for name, value in placed.items()
+    }
+
+
+def _device_types(model: torch.nn.Module) -> str:
+    """The kinds of device the model computes on ("cpu", "cuda", "cpu+cuda" when offloaded): float
+    results differ between kinds, not between two GPUs of one kind."""
+    return "+".join(sorted({device.split(":")[0] for device in _placement(model).values()}))
+
+
+class SeededSampler:
+    """Multinomial sampling with one ``torch.Generator`` per batch row, as a logits processor.
+
+    ``generate`` runs greedy with this processor last: it applies transformers' own temperature,
+    top-k and top-p warpers (the order and ``min_tokens_to_keep`` its sampling uses without beams)
+    after the other processors (repetition penalty...), draws one token per row from that row's
+    generator (seeded with its example seed, on the logits' device) and returns scores that are
+    -inf but at the drawn token, which greedy selection then picks. Every row draws exactly once
+    per step from its own generator, so its k-th token is its k-th draw whatever its batch-mates
+    are; rows that finished keep drawing, but their tokens are replaced by padding and touch no
+    other row's generator. At batch size 1 it draws what transformers' ``do_sample=True`` draws
+    after ``torch.manual_seed(seed)``.
+    """
+
+    def __init__(self, seeds: Sequence[int], settings: GenerationSettings) -> None:
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.seeds = list(seeds)
+        self.warpers: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = []
+        if settings.temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k != 0:
+            self.warpers.append(TopKLogitsWarper(top_k=settings.top_k, min_tokens_to_keep=1))
+        if settings.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p=settings.top_p, min_tokens_to_keep=1))
+        self.generators: list[torch.Generator] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if not self.generators:
+            self.generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"{scores.shape[0]} rows of scores for {len(self.generators)} seeds")
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores, dim=-1)
+        # torch.multinomial's own one-sample draw (argmax of p / Exp(1) noise), the noise of each row
+        # from its generator: same tokens as a multinomial call per row, without its per-call checks.
+        noise = torch.empty_like(probs)
+        for row, generator in zip(noise, self.generators, strict=True):
+            row.exponential_(generator=generator)
+        drawn = (probs / noise).argmax(dim=-1, keepdim=True)
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
+
+
 # -- plan-time checks (no weights read) -------------------------------------------------------------
 
 
@@ -307,6 +436,8 @@ class HFBackend(Backend):
         self.batch_size = row.batch_size
         self.chat = row.chat
         self.system = row.system
+        self.device_map = row.device_map
+        # With a device map, inputs go to the model's first device (set once it is placed).
         self.device = resolve_device(row.device)
         self.dtype = _pick_dtype(row.dtype, self.device)
         self._local = _looks_local(row.path)
@@ -321,6 +452,7 @@ class HFBackend(Backend):
         self.fused_activations = fuse_activations(self.model) if row.fused_activations else 0
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._weights_sha256: str | None = None
+        self._identity: dict[str, Any] | None = None
 
     @classmethod
     def check_row(cls, row: ModelRow, base_dir: Path, where: Callable[[str], str]) -> int | None:
@@ -335,10 +467,13 @@ class HFBackend(Backend):
 
         safetensors = True if self._local and any(self._folder.glob("*.safetensors")) else None
         common = {"revision": self.revision, "trust_remote_code": trust_remote_code}
+        mapped = {"device_map": self.device_map} if self.device_map is not None else {}
+        if mapped and importlib.util.find_spec("accelerate") is None:
+            raise UserError(f"device_map: {self.device_map!r} needs accelerate; pip install accelerate")
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.path, padding_side="left", **common)
             model = AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=self.dtype, use_safetensors=safetensors, **common
+                self.path, dtype=self.dtype, use_safetensors=safetensors, **mapped, **common
             )
         except SafetensorError as err:
             raise self._corrupt_weights(err) from err
@@ -352,6 +487,9 @@ class HFBackend(Backend):
             tokenizer.pad_token = tokenizer.eos_token
         if self.chat and not tokenizer.chat_template:
             raise UserError(f"model {self.path!r} has no chat template; set `chat: false`")
+        if mapped:
+            self.device = model.device  # where the input embeddings are, so where inputs go
+            return tokenizer, model.eval()
         return tokenizer, model.to(self.device).eval()
 
     def _corrupt_weights(self, err: SafetensorError) -> UserError:
@@ -392,14 +530,19 @@ class HFBackend(Backend):
         return start if start is not None else self.tokenizer.eos_token_id
 
     def _generation_config(self, settings: GenerationSettings) -> GenerationConfig:
-        """Decoding is set from ``settings``; fields left unset follow the model's generation_config."""
+        """Decoding is set from ``settings``; fields left unset follow the model's generation_config.
+
+        Sampling without beams runs as greedy search with a ``SeededSampler`` (per-example seeds),
+        so the config asks for greedy and the sampler holds temperature, top-k and top-p.
+        """
         from transformers import GenerationConfig
 
+        beam_sampling = settings.do_sample and settings.num_beams > 1
         eos = self.model.generation_config.eos_token_id
         config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
             num_beams=settings.num_beams,
-            do_sample=settings.do_sample,
+            do_sample=beam_sampling,
             repetition_penalty=settings.repetition_penalty,
             early_stopping=settings.early_stopping,
             stop_strings=list(settings.stop) or None,
@@ -408,7 +551,7 @@ class HFBackend(Backend):
             eos_token_id=eos if eos is not None else self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        if settings.do_sample:
+        if beam_sampling:
             config.temperature = settings.temperature
             config.top_p = settings.top_p
             config.top_k = settings.top_k
@@ -438,30 +581,42 @@ class HFBackend(Backend):
         settings: GenerationSettings,
         on_batch: BatchCallback | None = None,
         skip: set[int] | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> list[str]:
         """Continuations in prompt order; batches are cut longest-first over the full list.
 
-        Batches depend only on the prompts and ``batch_size``, and batch ``b`` is seeded with
-        ``settings.seed + b``, so a resumed run forms the same batches and samples the same text.
+        Batches depend only on the prompts and ``batch_size``, so a resumed run forms the same ones.
+        Sampling is seeded per example (``seeds``, see ``Backend.generate``) and still batched: a
+        ``SeededSampler`` gives each row its own generator, so a sample is the same at any batch size,
+        order or shard. Beam sampling runs each example alone after ``torch.manual_seed(its seed)``.
         Prompts longer than the context allows are cut from the left (``truncated_prompts``).
         """
         import torch
 
         skip = skip or set()
+        row_seeds = prompt_seeds(prompts, settings, seeds)
         encoded = self._fitted_prompt_ids(prompts, settings)
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         config = self._generation_config(settings)
         extra = {"tokenizer": self.tokenizer} if settings.stop else {}
         results = [""] * len(prompts)
-        for number, start in enumerate(range(0, len(order), self.batch_size)):
+
+        def run(part: list[int]) -> list[tuple[str, int]]:
+            if settings.do_sample and settings.num_beams > 1:
+                outputs = []
+                for i in part:
+                    torch.manual_seed(row_seeds[i])
+                    outputs += self._generate_batch([encoded[i]], config, settings.stop, extra)
+                return outputs
+            sampler = [SeededSampler([row_seeds[i] for i in part], settings)] if settings.do_sample else None
+            ids = [encoded[i] for i in part]
+            return self._generate_batch(ids, config, settings.stop, {**extra, "logits_processor": sampler})
+
+        for start in range(0, len(order), self.batch_size):
             indices = order[start : start + self.batch_size]
             if all(i in skip for i in indices):
                 continue
-
-            def run(part: list[int], seed: int = settings.seed + number) -> list[tuple[str, int]]:
-                torch.manual_seed(seed)
-                return self._generate_batch([encoded[i] for i in part], config, settings.stop, extra)
-
             outputs = _halving_on_oom(indices, run)
             texts = [text for text, _ in outputs]
             for i, text in zip(indices, texts, strict=True):
@@ -509,7 +664,8 @@ class HFBackend(Backend):
         ``max_length`` defaults to the model context; ``stride`` (new tokens scored per window)
         defaults to ``max_length``, i.e. windows do not overlap beyond the one token of context each
         needs. With ``prepend_bos`` every text token is scored; without it the first one is context
-        only. An empty text scores 0 tokens with NLL 0. All windows of all texts are batched together.
+        only. An empty text scores 0 tokens with NLL 0. A text's windows are batched
+        together, never with other texts.
         ``contexts`` (one per text) condition each text without being scored: the text is
         tokenized as the tail of ``context + text`` (lm-eval's convention), so token boundaries
         match what the model would generate. ``per_token`` also returns each scored token's NLL.
@@ -542,11 +698,17 @@ class HFBackend(Backend):
             first = max(1, len(prefix) + len(self._encode(context)))
             parts = _windows(seq, max_length, stride, first)
             windows += [(number, ids, ctx, part) for part, (ids, ctx) in enumerate(parts)]
-        windows.sort(key=lambda w: -len(w[1]))
-
+        # Batches never mix texts: a text's NLL then does not depend on which texts it is scored
+        # with (shards of a torchrun run, other prompts), to the last bit — padding a window into
+        # another text's batch changes the float rounding. Long texts still batch their windows.
+        by_text: dict[int, list[tuple[int, list[int], int, int]]] = {}
+        for window in windows:
+            by_text.setdefault(window[0], []).append(window)
         scored: dict[tuple[int, int], torch.Tensor] = {}  # (text, window) -> NLL per scored token
-        for batch in _width_batches(windows, self.batch_size):
-            scored.update(zip(((w[0], w[3]) for w in batch), self._window_nll(batch), strict=True))
+        for own in by_text.values():
+            own.sort(key=lambda w: -len(w[1]))
+            for batch in _width_batches(own, self.batch_size):
+                scored.update(zip(((w[0], w[3]) for w in batch), self._window_nll(batch), strict=True))
         per_text: list[list[torch.Tensor]] = [[] for _ in texts]
         for key in sorted(scored):
             per_text[key[0]].append(scored[key])
@@ -631,26 +793,62 @@ class HFBackend(Backend):
     def count_tokens(self, texts: Sequence[str]) -> int:
         return sum(len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
 
+    def _weights_hash(self) -> str:
+        if self._weights_sha256 is None:
+            self._weights_sha256 = weights_sha256(self._snapshot()[0])
+        return self._weights_sha256
+
     def describe(self) -> Provenance:
-        """Provenance: the weights hash is sha256 over the weight files' bytes in sorted name order."""
+        """Provenance: the weights hash is sha256 over the weight files' bytes in sorted name order;
+        a row with ``device_map`` records where each part of the model went."""
         import torch
         import transformers
 
-        folder, revision = self._snapshot()
-        if self._weights_sha256 is None:
-            files = _weight_files(folder) if folder is not None else []
-            self._weights_sha256 = sha256_files(files) if files else "unknown"
+        _, revision = self._snapshot()
+        extra = {
+            "fused_activations": str(self.fused_activations),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        }
+        if self.device_map is not None:
+            extra["device_map"] = json.dumps(_placement(self.model), sort_keys=True)
         return Provenance(
             backend="hf",
             model=self.path,
             revision=revision,
-            weights_sha256=self._weights_sha256,
+            weights_sha256=self._weights_hash(),
             dtype=str(self.dtype).removeprefix("torch."),
             device=str(self.device),
             context_length=self.context_length(),
-            extra={
-                "fused_activations": str(self.fused_activations),
+            extra=extra,
+        )
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Library versions, hashes of weights, config, tokenizer (and chat template and system
+        prompt when ``chat``), dtype, device type, context (prompt truncation) and the fused-kernel
+        swap (float rounding); not the path, name, batch size or device index. A model without a
+        local snapshot adds its id and revision, so two such models never share an identity."""
+        import torch
+        import transformers
+
+        if self._identity is None:
+            folder, revision = self._snapshot()
+            identity: dict[str, Any] = {
+                "backend": "hf",
                 "transformers": transformers.__version__,
                 "torch": torch.__version__,
-            },
-        )
+                "weights_sha256": self._weights_hash(),
+                **folder_identity(folder, self.row.trust_remote_code),
+                "chat": self.chat,
+                "chat_template_sha256": chat_template_sha256(self.tokenizer) if self.chat else None,
+                "system": self.system if self.chat else None,
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "device_type": _device_types(self.model),
+                "context_length": self.context_length(),
+                "fused_activations": self.fused_activations,
+                "trust_remote_code": self.row.trust_remote_code,
+            }
+            if folder is None:
+                identity.update(model=self.path, revision=revision)
+            self._identity = identity
+        return dict(self._identity)

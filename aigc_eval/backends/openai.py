@@ -34,6 +34,7 @@ from aigc_eval.backends.base import (
     GenerationSettings,
     TokenLogLikelihood,
     prompt_room,
+    prompt_seeds,
 )
 from aigc_eval.backends.hf import _cut_at_stop, _windows
 from aigc_eval.config import ModelRow
@@ -47,6 +48,9 @@ T = TypeVar("T")
 # Retried statuses: rate limiting, request timeout, and server-side failures.
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 30.0
+# The fields of a ``/models`` entry that say which model is served (``cache_identity``). Not
+# ``created``: vLLM fills it with the time of each /models request.
+_CARD_FIELDS = ("id", "root", "parent", "max_model_len", "owned_by")
 
 
 class OpenAIRow(ModelRow):
@@ -107,13 +111,6 @@ class RequestStats:
     retried: list[str] = field(default_factory=list)  # the reason of each retry, in order
 
 
-def request_seed(seed: int, index: int) -> int:
-    """The seed of prompt ``index``: from the row seed and the index only, so batching, concurrency
-    and resume never change which seed a prompt gets."""
-    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1  # 31 bits: every server's seed type holds it
-
-
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
@@ -151,6 +148,7 @@ class OpenAIBackend(Backend):
         self._bos_id: int | None = None
         self._key()  # a missing variable fails now, not after the first request
         card = self._run(self._model_card)
+        self._card = {key: card.get(key) for key in _CARD_FIELDS}
         self._context = card.get("max_model_len") if isinstance(card.get("max_model_len"), int) else None
         self._note("server_model", str(card.get("id", row.model)))
 
@@ -300,12 +298,8 @@ class OpenAIBackend(Backend):
 
     # -- generation ---------------------------------------------------------------------------------
 
-    def _body(self, prompt: str | list[int], settings: GenerationSettings, index: int) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.row.model,
-            "max_tokens": settings.max_new_tokens,
-            "seed": request_seed(settings.seed, index),
-        }
+    def _body(self, prompt: str | list[int], settings: GenerationSettings, seed: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.row.model, "max_tokens": settings.max_new_tokens, "seed": seed}
         if settings.do_sample:
             body.update(temperature=settings.temperature, top_p=settings.top_p)
         else:
@@ -335,15 +329,20 @@ class OpenAIBackend(Backend):
         settings: GenerationSettings,
         on_batch: BatchCallback | None = None,
         skip: set[int] | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> list[str]:
         """Continuations in prompt order, reported through ``on_batch`` in order of arrival
-        (``batch_size`` at a time); ``skip`` indices are never sent.
+        (``batch_size`` at a time); ``skip`` indices are never sent. Each request carries its prompt's
+        seed (``seeds``, see ``Backend.generate``), whatever the concurrency or shard.
 
         A sample that still fails after ``max_retries``: ``on_error: fail`` raises a UserError naming
         it (the finished ones are already reported, so ``--resume`` sends only the rest);
-        ``on_error: record`` gives it an empty prediction and lists it in a warning and provenance.
+        ``on_error: record`` gives it an empty prediction, lists it in a warning and provenance and
+        in ``on_batch``'s ``failed``, so it is logged but never cached.
         """
         skip = skip or set()
+        row_seeds = prompt_seeds(prompts, settings, seeds)
         results = [""] * len(prompts)
         url = f"{self.row.base_url}/{'chat/completions' if self.row.endpoint == 'chat' else 'completions'}"
         fitted = self._fitted(prompts, settings)
@@ -352,7 +351,13 @@ class OpenAIBackend(Backend):
 
         def flush() -> None:
             if pending and on_batch is not None:
-                on_batch([i for i, _, _ in pending], [t for _, t, _ in pending], sum(n for *_, n in pending))
+                indices = [i for i, _, _ in pending]
+                texts, tokens = [t for _, t, _ in pending], sum(n for *_, n in pending)
+                recorded = [i for i in indices if i in failed]
+                if recorded:
+                    on_batch(indices, texts, tokens, failed=recorded)
+                else:
+                    on_batch(indices, texts, tokens)
             pending.clear()
 
         def done(index: int, outcome: tuple[str, int] | str) -> None:
@@ -370,7 +375,7 @@ class OpenAIBackend(Backend):
                 async def send() -> tuple[str, int] | str:
                     try:
                         data = await self._request(
-                            client, "POST", url, self._body(fitted[index], settings, index)
+                            client, "POST", url, self._body(fitted[index], settings, row_seeds[index])
                         )
                         self._seen(data)
                         return self._text(data)
@@ -607,6 +612,22 @@ class OpenAIBackend(Backend):
 
     def context_length(self) -> int | None:
         return self._context
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The served model id, a hash of its ``/models`` entry (id, root, parent, max_model_len,
+        owned_by), the endpoint kind and the row options that change the request (system prompt,
+        ``extra_body``) or its truncation (``logprobs``: prompts are cut only with a tokenizer);
+        not the base URL, key, concurrency, retries or batch size."""
+        card = json.dumps(self._card, sort_keys=True, ensure_ascii=False)
+        return {
+            "backend": "openai",
+            "model": self.row.model,
+            "server_model_sha256": hashlib.sha256(card.encode()).hexdigest(),
+            "endpoint": self.row.endpoint,
+            "system": self.row.system if self.row.endpoint == "chat" else None,
+            "extra_body": self.row.extra_body,
+            "logprobs": self.row.logprobs,
+        }
 
     def describe(self) -> Provenance:
         """Provenance: the served model and what the server said about itself, never the key."""

@@ -10,7 +10,6 @@ rows validate (and plan-time checks run) without vLLM installed.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,21 +24,23 @@ from aigc_eval.backends.base import (
     GenerationSettings,
     TokenLogLikelihood,
     prompt_room,
+    prompt_seeds,
 )
 from aigc_eval.backends.hf import (
     _cached_hub_folder,
     _cut_at_stop,
     _looks_local,
     _pick_dtype,
-    _weight_files,
     _windows,
+    chat_template_sha256,
     check_model_folder,
     context_length,
+    folder_identity,
     model_folder,
+    weights_sha256,
 )
 from aigc_eval.config import Device, ModelRow
 from aigc_eval.errors import UserError
-from aigc_eval.files import sha256_files
 from aigc_eval.record import Provenance
 
 if TYPE_CHECKING:
@@ -77,17 +78,6 @@ class VLLMRow(ModelRow):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
 
     path_fields = ("path",)
-
-
-def request_seed(seed: int, index: int) -> int:
-    """The sampling seed of prompt ``index`` under the row's ``generation.seed``.
-
-    Each request is seeded on its own, so a sample depends on its seed and prompt only, never on
-    which other prompts share its batch, the batch size, or what a resumed run skips. A hash, not
-    ``seed + index``, so rows with neighbouring seeds do not sample shifted copies of each other.
-    """
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1  # 63 bits: vLLM seeds are signed 64-bit
 
 
 def _platform_device(wanted: str) -> str:
@@ -161,6 +151,7 @@ class VLLMBackend(Backend):
             raise UserError(f"cannot start vLLM on model {row.path!r}: {reason}") from err
         self.vllm_version = vllm.__version__
         self._weights_sha256: str | None = None
+        self._identity: dict[str, Any] | None = None
 
     @classmethod
     def check_row(cls, row: ModelRow, base_dir: Path, where: Callable[[str], str]) -> int | None:
@@ -244,14 +235,17 @@ class VLLMBackend(Backend):
         settings: GenerationSettings,
         on_batch: BatchCallback | None = None,
         skip: set[int] | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> list[str]:
         """Continuations in prompt order, ``batch_size`` requests per engine call.
 
-        Sampling seeds each request with ``request_seed(settings.seed, i)``, ``i`` the prompt's
-        position in ``prompts``, so results do not depend on batching or on what ``skip`` leaves
-        out. Prompts too long for the context are cut from the left (``truncated_prompts``).
+        Sampling seeds each request with its prompt's seed (``seeds``, see ``Backend.generate``), so
+        the seed a prompt gets does not depend on batching, sharding or what ``skip`` leaves out.
+        Prompts too long for the context are cut from the left (``truncated_prompts``).
         """
         skip = skip or set()
+        row_seeds = prompt_seeds(prompts, settings, seeds)
         room = self._prompt_room(settings)
         todo = [i for i in range(len(prompts)) if i not in skip]
         results = [""] * len(prompts)
@@ -261,7 +255,7 @@ class VLLMBackend(Backend):
             if settings.num_beams > 1:
                 outputs = self._beam_search(encoded, settings)
             else:
-                outputs = self._sample(encoded, indices, settings)
+                outputs = self._sample(encoded, [row_seeds[i] for i in indices], settings)
             texts = [_cut_at_stop(text, settings.stop) for text, _ in outputs]
             for i, text in zip(indices, texts, strict=True):
                 results[i] = text
@@ -269,7 +263,7 @@ class VLLMBackend(Backend):
                 on_batch(indices, texts, sum(n for _, n in outputs))
         return results
 
-    def _sampling_params(self, settings: GenerationSettings, index: int) -> SamplingParams:
+    def _sampling_params(self, settings: GenerationSettings, seed: int) -> SamplingParams:
         from vllm import SamplingParams
 
         common: dict[str, Any] = {
@@ -284,19 +278,19 @@ class VLLMBackend(Backend):
             temperature=settings.temperature,
             top_p=settings.top_p,
             top_k=settings.top_k,  # 0 keeps every token, as in transformers
-            seed=request_seed(settings.seed, index),
+            seed=seed,
             **common,
         )
 
     def _sample(
-        self, encoded: list[list[int]], indices: list[int], settings: GenerationSettings
+        self, encoded: list[list[int]], seeds: list[int], settings: GenerationSettings
     ) -> list[tuple[str, int]]:
         """(continuation, tokens generated, EOS included) per prompt: greedy or seeded sampling."""
         from vllm import TokensPrompt
 
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=ids) for ids in encoded],
-            [self._sampling_params(settings, i) for i in indices],
+            [self._sampling_params(settings, seed) for seed in seeds],
             use_tqdm=False,
         )
         return [(out.outputs[0].text, len(out.outputs[0].token_ids)) for out in outputs]
@@ -388,23 +382,63 @@ class VLLMBackend(Backend):
 
     # -- provenance ---------------------------------------------------------------------------------
 
+    def _snapshot(self) -> tuple[Path | None, str | None]:
+        """Folder holding the weights, and the resolved commit for hub models."""
+        folder = self._folder if self._local else _cached_hub_folder(self.path, self.row.revision)
+        return folder, self.row.revision if self._local or folder is None else folder.name
+
+    def _weights_hash(self) -> str:
+        if self._weights_sha256 is None:
+            self._weights_sha256 = weights_sha256(self._snapshot()[0])
+        return self._weights_sha256
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The ``hf`` backend's identity fields (same hashes of the same folder) with vLLM's version
+        and the engine settings that change numerics or truncation: context (``max_model_len``),
+        tensor parallelism (reduction order) and eager mode; not the batch size, memory share or
+        data parallelism. vLLM does not promise batch-invariant sampling, so equal identities mean
+        "a valid sample of that seed", the best a cache can hold for it."""
+        import torch
+        import transformers
+
+        if self._identity is None:
+            folder, revision = self._snapshot()
+            row = self.row
+            identity: dict[str, Any] = {
+                "backend": "vllm",
+                "vllm": self.vllm_version,
+                "transformers": transformers.__version__,
+                "torch": torch.__version__,
+                "weights_sha256": self._weights_hash(),
+                **folder_identity(folder, row.trust_remote_code),
+                "chat": row.chat,
+                "chat_template_sha256": chat_template_sha256(self.tokenizer) if row.chat else None,
+                "system": row.system if row.chat else None,
+                "dtype": self.dtype,
+                "device_type": self.device,
+                "context_length": self.context_length(),
+                "tensor_parallel_size": row.tensor_parallel_size,
+                "enforce_eager": row.enforce_eager,
+                "trust_remote_code": row.trust_remote_code,
+            }
+            if folder is None:
+                identity.update(model=self.path, revision=revision)
+            self._identity = identity
+        return dict(self._identity)
+
     def describe(self) -> Provenance:
         """Provenance: vLLM version and engine settings in ``extra``; the weights hash is the ``hf``
         backend's (sha256 over the weight files in sorted name order), so the two rows' hashes compare."""
         import torch
         import transformers
 
-        folder = self._folder if self._local else _cached_hub_folder(self.path, self.row.revision)
-        revision = self.row.revision if self._local or folder is None else folder.name
-        if self._weights_sha256 is None:
-            files = _weight_files(folder) if folder is not None else []
-            self._weights_sha256 = sha256_files(files) if files else "unknown"
+        _, revision = self._snapshot()
         row = self.row
         return Provenance(
             backend="vllm",
             model=self.path,
             revision=revision,
-            weights_sha256=self._weights_sha256,
+            weights_sha256=self._weights_hash(),
             dtype=self.dtype,
             device=self.device,
             context_length=self.context_length(),

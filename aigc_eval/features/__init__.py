@@ -45,15 +45,17 @@ def get_backbone(name: str, path: str | Path | None = None, device: str | torch.
 class Extracted:
     """Features of the images that decoded, in set order, and what happened on the way.
 
-    ``skipped_names`` are the skipped files' paths relative to the set (its folder, or
-    the list file's folder), for results and reports; ``skipped`` the full paths.
+    ``positions`` are the rows' indices in the set; ``skipped_names`` the skipped files' paths
+    relative to the set (its folder, or the list file's folder), for results and reports;
+    ``skipped`` the full paths.
     """
 
     features: np.ndarray
     logits: np.ndarray | None
     skipped: list[Path]
     cache_hit: bool
-    skipped_names: tuple[str, ...] = ()
+    skipped_names: tuple[str, ...]
+    positions: tuple[int, ...]
 
 
 def _relative_names(images: ImageSet, skipped: list[Path]) -> tuple[str, ...]:
@@ -73,39 +75,53 @@ def extract_features(
     cache: FeatureCache | None = None,
     skip_corrupt: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Extracted:
     """Features for every image of the set, from the cache when this exact set was seen before.
 
-    On a miss every image is decoded once before the network runs (a bad file
-    fails at once, not after hours), then batches go through the backbone and
-    the result is cached. ``progress(done, total)`` is called after each batch.
+    On a miss every image is decoded once before the network runs (a bad file fails at once, not
+    after hours), then the batches of ``batch_positions`` go through the backbone, the next ones
+    decoded in worker processes while it runs, and the result is cached. ``workers`` (decoding
+    processes, 1: this one) defaults to ``decode_workers``; every count gives the same features bit
+    for bit (same decoding, same batches). With ``skip_corrupt`` a set where nothing decodes gives
+    no rows: callers say how many they need. ``progress(done, total)`` is called after each batch.
     """
     import numpy as np
 
-    from aigc_eval.images import iter_batches, validate, warn_skipped
+    from aigc_eval.images import (
+        Decoder,
+        batch_positions,
+        decode_workers,
+        readable_positions,
+        validate,
+        warn_skipped,
+    )
 
     if cache is not None:
         hit = cache.load(backbone.identity, images.hashes)
         if hit is not None:
-            skipped = [f for f, h in zip(images.files, images.hashes, strict=True) if h in hit.skipped_hashes]
+            bad = {i for i, h in enumerate(images.hashes) if h in hit.skipped_hashes}
+            skipped = [images.files[i] for i in sorted(bad)]
             if skipped and not skip_corrupt:
                 validate(images, skip_corrupt=False)  # raises, naming the unreadable files
             if skipped:
                 warn_skipped(images.source, skipped)
-            return Extracted(hit.features, hit.logits, skipped, True, _relative_names(images, skipped))
-    readable, skipped = validate(images, skip_corrupt)
-    feature_rows: list[np.ndarray] = []
-    logit_rows: list[np.ndarray] = []
-    for batch in iter_batches(readable, backbone.batch_size):
-        features, logits = backbone.embed(batch)
-        feature_rows.append(features)
-        if logits is not None:
-            logit_rows.append(logits)
-        if progress is not None:
-            progress(sum(len(rows) for rows in feature_rows), len(readable))
+            kept = tuple(i for i in range(len(images)) if i not in bad)
+            return Extracted(hit.features, hit.logits, skipped, True, _relative_names(images, skipped), kept)
+    with Decoder(decode_workers(len(images)) if workers is None else workers) as decoder:
+        keep, skipped = readable_positions(images, skip_corrupt, decoder)
+        feature_rows: list[np.ndarray] = [np.zeros((0, backbone.feature_dim))]
+        logit_rows: list[np.ndarray] = []
+        for batch in decoder.images(images.files, batch_positions(keep, backbone.batch_size)):
+            features, logits = backbone.embed(batch)
+            feature_rows.append(features)
+            if logits is not None:
+                logit_rows.append(logits)
+            if progress is not None:
+                progress(sum(len(rows) for rows in feature_rows), len(keep))
     all_features = np.concatenate(feature_rows)
     all_logits = np.concatenate(logit_rows) if logit_rows else None
     if cache is not None:
-        skipped_hashes = tuple(sorted(set(images.hashes) - set(readable.hashes)))
+        skipped_hashes = tuple(sorted(set(images.hashes) - {images.hashes[i] for i in keep}))
         cache.store(backbone.identity, images.hashes, all_features, all_logits, skipped_hashes)
-    return Extracted(all_features, all_logits, skipped, False, _relative_names(images, skipped))
+    return Extracted(all_features, all_logits, skipped, False, _relative_names(images, skipped), tuple(keep))

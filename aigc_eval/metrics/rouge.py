@@ -1,4 +1,8 @@
-"""ROUGE through rouge-score's ``RougeScorer``, with a tokenizer that sees every script's letters."""
+"""ROUGE with rouge-score's exact numbers, a tokenizer that sees every script's letters, and Rust speed.
+
+Rows come from rouge-score-rs (``aigc_eval.metrics.rouge_fast``) when it imports, else from
+rouge-score's ``RougeScorer``; the two give equal floats (``tests/test_rouge_fast.py``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from rouge_score.rouge_scorer import RougeScorer
 
 from aigc_eval.errors import UserError
+from aigc_eval.metrics import rouge_fast
 from aigc_eval.metrics.base import Metric, MetricContext, References, SampleInputs, Score, check_aligned
 from aigc_eval.metrics.registry import metrics
 from aigc_eval.metrics.sacrebleu_metrics import nrefs_label
@@ -52,13 +57,17 @@ class ROUGE(Metric):
     reference count and the tokenizer's index in ``ROUGE_TOKENIZERS`` (0 default,
     1 cjk, 2 unicode), so ``aggregate`` can write the signature from rows alone.
     The corpus value is the mean F.
+
+    The signature names rouge-score whichever library made the rows: rouge-score-rs reproduces
+    its floats exactly, so runs scored by either compare (the run's environment lists both).
     """
 
     name = "rouge"
     outputs = _DEFAULT_TYPES
     description = (
         "rouge-score F-measure per sample (the best reference when there are several), averaged over "
-        "samples; CJK text is split into characters so it is not one long token."
+        "samples; CJK text is split into characters so it is not one long token. Computed by "
+        "rouge-score-rs (Rust, the same floats) where it is installed."
     )
 
     class Options(BaseModel):
@@ -84,38 +93,52 @@ class ROUGE(Metric):
         self.outputs = tuple(self.options.rouge_types)
         self.lang = language_option(lang, "rouge: lang")
 
-    def _choose(self, texts: list[tuple[str, str]]) -> tuple[RougeTokenizerName, str]:
+    def _choose(self, texts: list[str]) -> tuple[RougeTokenizerName, str]:
         """The corpus's tokenizer and why it was chosen (for warnings)."""
         if self.options.tokenizer != "auto":
             return self.options.tokenizer, "the rouge option tokenizer"
         if self.lang is not None:
             return rouge_tokenizer_for_language(self.lang), f"lang {self.lang}"
-        return smallest_tokenizer(text for _, text in texts), "auto"
+        return smallest_tokenizer(texts), "auto"
 
     def sample_stats(
         self, predictions: Sequence[str], references: References, inputs: SampleInputs | None = None
     ) -> np.ndarray:
         check_aligned(predictions, references)
-        texts = [(f"prediction {i}", p) for i, p in enumerate(predictions)]
-        texts += [
-            (f"reference {j} of sample {i}", r)
-            for i, refs in enumerate(references)
-            for j, r in enumerate(refs)
-        ]
+        texts = [*predictions, *(r for refs in references for r in refs)]
         tokenizer, why = self._choose(texts)
-        _warn_lost_text(texts, tokenizer, why)
+        _warn_lost_text(texts, references, tokenizer, why)
+        rs = rouge_fast.native()
+        if rs is not None:
+            scores = rouge_fast.score_rows(
+                rs,
+                self.outputs,
+                predictions,
+                references,
+                tokenizer,
+                self.options.use_stemmer,
+                self.options.split_summaries,
+            )
+        else:
+            scores = self._rouge_score_rows(predictions, references, tokenizer)
+        nrefs = np.array([len(refs) for refs in references], dtype=np.float64)
+        code = np.full(len(nrefs), ROUGE_TOKENIZERS.index(tokenizer), dtype=np.float64)
+        return np.column_stack([scores, nrefs, code])
+
+    def _rouge_score_rows(
+        self, predictions: Sequence[str], references: References, tokenizer: RougeTokenizerName
+    ) -> np.ndarray:
+        """P/R/F per type from rouge-score itself: the fallback without rouge-score-rs."""
         scorer = RougeScorer(
             list(self.outputs),
             split_summaries=self.options.split_summaries,
             tokenizer=rouge_tokenizer(tokenizer, self.options.use_stemmer),
         )
-        code = ROUGE_TOKENIZERS.index(tokenizer)
         rows = []
         for prediction, refs in zip(predictions, references, strict=True):
             best = scorer.score_multi(list(refs), prediction)
-            row = [getattr(best[t], f) for t in self.outputs for f in _FIELDS]
-            rows.append([*row, len(refs), code])
-        return np.array(rows, dtype=np.float64).reshape(len(rows), 3 * len(self.outputs) + 2)
+            rows.append([getattr(best[t], f) for t in self.outputs for f in _FIELDS])
+        return np.array(rows, dtype=np.float64).reshape(len(rows), 3 * len(self.outputs))
 
     def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
         if len(stats) == 0:
@@ -156,27 +179,44 @@ class ROUGE(Metric):
         return "|".join(parts)
 
 
-def _warn_lost_text(texts: list[tuple[str, str]], tokenizer: RougeTokenizerName, why: str) -> None:
-    """Warn when the tokenizer drops letters of some texts or makes no token of a non-empty one."""
-    lossy = [(where, text, lost) for where, text in texts if (lost := dropped_letters(text, tokenizer))]
+def _warn_lost_text(
+    texts: list[str], references: References, tokenizer: RougeTokenizerName, why: str
+) -> None:
+    """Warn when the tokenizer drops letters of some texts or makes no token of a non-empty one.
+
+    ``texts`` are the predictions, then every reference in order (``_where`` names one).
+    """
+    lossy = [(k, lost) for k, text in enumerate(texts) if (lost := dropped_letters(text, tokenizer))]
     if lossy:
-        where, text, lost = lossy[0]
+        k, lost = lossy[0]
         letters = "".join(dict.fromkeys(lost))[:20]
         warnings.warn(
             f"rouge: tokenizer {tokenizer!r} (from {why}) drops letters from {len(lossy)} of {len(texts)} "
-            f"texts, which then score lower or 0 (first: {where}, {_clip(text)}, loses {letters!r}); "
-            "set the rouge option `tokenizer: unicode` to keep them",
+            f"texts, which then score lower or 0 (first: {_where(k, references)}, {_clip(texts[k])}, "
+            f"loses {letters!r}); set the rouge option `tokenizer: unicode` to keep them",
             stacklevel=3,
         )
     # Letters of a text that lost none are all kept: only a text without any has no token.
-    empty = [(where, text) for where, text in texts if text.strip() and not has_letters(text)]
+    empty = [k for k, text in enumerate(texts) if text.strip() and not has_letters(text)]
     if empty:
-        where, text = empty[0]
+        k = empty[0]
         warnings.warn(
             f"rouge: {len(empty)} of {len(texts)} texts are not empty but have no letter or digit, "
-            f"so score 0 (first: {where}, {_clip(text)})",
+            f"so score 0 (first: {_where(k, references)}, {_clip(texts[k])})",
             stacklevel=3,
         )
+
+
+def _where(index: int, references: References) -> str:
+    """Name text ``index`` of the predictions-then-references list (labels only for warnings)."""
+    if index < len(references):
+        return f"prediction {index}"
+    index -= len(references)
+    for i, refs in enumerate(references):
+        if index < len(refs):
+            return f"reference {index} of sample {i}"
+        index -= len(refs)
+    raise IndexError(index)
 
 
 def _clip(text: str, width: int = 40) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, Protocol
 
 import regex
 from rouge_score.tokenizers import DefaultTokenizer, Tokenizer
@@ -67,6 +67,12 @@ RougeTokenizerName = Literal["default", "cjk", "unicode"]
 ROUGE_TOKENIZERS: tuple[RougeTokenizerName, ...] = ("default", "cjk", "unicode")  # each keeps more
 
 
+class WordTokenizer(Protocol):
+    """Anything with rouge-score's ``tokenize``: its own tokenizers and rouge-score-rs's."""
+
+    def tokenize(self, text: str) -> list[str]: ...
+
+
 def contains_cjk(text: str) -> bool:
     """True when ``text`` has at least one CJK letter (punctuation does not count)."""
     return _CJK_RE.search(text) is not None
@@ -85,7 +91,8 @@ def words(text: str) -> list[str]:
 def dropped_letters(text: str, tokenizer: RougeTokenizerName) -> list[str]:
     """The letters, marks and digits of ``text`` that ``tokenizer`` drops (lowercased, in order)."""
     pattern = _DROPPED_BY.get(tokenizer)
-    return pattern.findall(text.lower()) if pattern else []
+    # ASCII letters and digits lowercase to [a-z0-9], which every tokenizer keeps (and isascii is O(1)).
+    return pattern.findall(text.lower()) if pattern and not text.isascii() else []
 
 
 def has_letters(text: str) -> bool:
@@ -101,6 +108,8 @@ def smallest_tokenizer(texts: Iterable[str]) -> RougeTokenizerName:
     """
     needed = 0
     for text in texts:
+        if text.isascii():  # only [A-Za-z0-9] letters: the default tokenizer keeps them all
+            continue
         lowered = text.lower()
         while needed < 2 and _DROPPED_BY[ROUGE_TOKENIZERS[needed]].search(lowered):
             needed += 1
@@ -206,11 +215,12 @@ class CJKTokenizer(Tokenizer):
 
     Text between CJK characters goes through rouge-score's ``DefaultTokenizer``
     (lowercase, ``[a-z0-9]`` runs, Porter stemming of words longer than 3 when
-    ``use_stemmer``), so English results are unchanged.
+    ``use_stemmer``), so English results are unchanged. ``default`` replaces that
+    tokenizer with one that gives the same tokens (rouge-score-rs's, in Rust).
     """
 
-    def __init__(self, use_stemmer: bool = False) -> None:
-        self._default = DefaultTokenizer(use_stemmer)
+    def __init__(self, use_stemmer: bool = False, default: WordTokenizer | None = None) -> None:
+        self._default = default or DefaultTokenizer(use_stemmer)
 
     def tokenize(self, text: str) -> list[str]:
         tokens: list[str] = []
@@ -230,11 +240,12 @@ class UnicodeTokenizer(Tokenizer):
     and Myanmar (written without spaces), and each run of other letters with their combining marks
     and digits (Cyrillic, Arabic, Devanagari, Greek, accented Latin words, ...). Porter stemming,
     when on, applies to ``[a-z0-9]`` words longer than 3, as in rouge-score, so a text its default
-    (or the CJK) tokenizer keeps whole gets exactly that tokenizer's tokens.
+    (or the CJK) tokenizer keeps whole gets exactly that tokenizer's tokens. ``default``, as in
+    ``CJKTokenizer``, stems through an equal tokenizer instead of rouge-score's.
     """
 
-    def __init__(self, use_stemmer: bool = False) -> None:
-        self._default = DefaultTokenizer(use_stemmer)
+    def __init__(self, use_stemmer: bool = False, default: WordTokenizer | None = None) -> None:
+        self._default = default or DefaultTokenizer(use_stemmer)
         self._stem = use_stemmer
 
     def tokenize(self, text: str) -> list[str]:
@@ -246,10 +257,16 @@ class UnicodeTokenizer(Tokenizer):
         ]
 
 
-def rouge_tokenizer(name: RougeTokenizerName, use_stemmer: bool = False) -> Tokenizer:
-    """The tokenizer object for a name in ``ROUGE_TOKENIZERS``."""
+def rouge_tokenizer(
+    name: RougeTokenizerName, use_stemmer: bool = False, default: WordTokenizer | None = None
+) -> WordTokenizer:
+    """The tokenizer object for a name in ``ROUGE_TOKENIZERS``.
+
+    ``default`` stands for rouge-score's ``DefaultTokenizer(use_stemmer)`` (and inside the CJK and
+    unicode tokenizers): pass a tokenizer that gives the same tokens, such as rouge-score-rs's.
+    """
     if name == "unicode":
-        return UnicodeTokenizer(use_stemmer)
+        return UnicodeTokenizer(use_stemmer, default)
     if name == "cjk":
-        return CJKTokenizer(use_stemmer)
-    return DefaultTokenizer(use_stemmer)
+        return CJKTokenizer(use_stemmer, default)
+    return default or DefaultTokenizer(use_stemmer)
