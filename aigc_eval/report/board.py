@@ -2,10 +2,10 @@
 
 A cell is keyed by (model setting, task data, metric output). A model setting is a row's name plus
 everything that decides its generations (path, revision, dtype, decoding; the batch size of a sampling
-row, since runs before per-example seeds sampled per batch), so a changed temperature starts a new line instead of continuing an
-old one. Task data is the task name plus the content hash of its file and the number of samples
-scored: runs on other references or another --limit are never mixed into one number or one trend,
-they get their own table. Each cell keeps its history over runs (oldest first).
+row, since runs before per-example seeds sampled per batch), so a changed temperature starts a new line
+instead of continuing an old one. Task data is the task name plus the content hash of its file and the
+number of samples scored: runs on other references or another --limit are never mixed into one number or
+one trend, they get their own table. Each cell keeps its history over runs (oldest first).
 Runs are read through ``RunFolder`` (old schema versions migrate on load).
 """
 
