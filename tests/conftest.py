@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,15 @@ def v1_run(tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(V1_RUN, tmp_path / "v1-run"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_session_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module- and session-scoped fixtures start before ``private_caches``: they get a private cache
+    too, never the user's ~/.cache (whose entries another torch version or thread count wrote)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIGC_EVAL_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -83,14 +83,23 @@ class Backbone(ABC):
             self._loaded = True
 
     def embed(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """float64 features and logits for one batch."""
+        """float64 features and logits for one batch.
+
+        A short batch is padded to ``batch_size`` with copies of its first image (their rows are
+        dropped): the network always runs one input shape, so an image's features do not depend on
+        the batch it came in (a set's last batch, a shard's, one with skipped files) nor on the
+        thread count (CPU kernels pick their blocking by shape and threads: a batch of 4 through
+        Inception gave 3e-6 different features with 1 and 2 threads; full batches were identical).
+        """
         self.load()
+        count = len(images)
+        padded = images + images[:1] * (self.batch_size - count)
         with torch.inference_mode():
-            features, logits = self._forward(images)
-        if features.shape != (len(images), self.feature_dim):
+            features, logits = self._forward(padded)
+        if features.shape != (len(padded), self.feature_dim):
             raise UserError(
                 f"backbone {self.name}: the network returned features of shape {tuple(features.shape)}, "
-                f"expected ({len(images)}, {self.feature_dim}); check the weights file you passed"
+                f"expected ({len(padded)}, {self.feature_dim}); check the weights file you passed"
             )
-        as_numpy = features.double().cpu().numpy()
-        return as_numpy, None if logits is None else logits.double().cpu().numpy()
+        as_numpy = features[:count].double().cpu().numpy()
+        return as_numpy, None if logits is None else logits[:count].double().cpu().numpy()

@@ -19,7 +19,8 @@ import numpy as np
 
 from aigc_eval.files import write_npz_atomic
 
-CACHE_VERSION = "aigc-eval-features-1"
+# 2: short batches are padded to the batch size (``Backbone.embed``), which changes their last bits.
+CACHE_VERSION = "aigc-eval-features-2"
 ENV_VAR = "AIGC_EVAL_CACHE_DIR"
 
 
