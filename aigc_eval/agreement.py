@@ -29,6 +29,7 @@ from aigc_eval.metrics.base import Metric, MetricContext, SampleInputs
 from aigc_eval.metrics.registry import build_metric, metric_class
 from aigc_eval.plan import make_plan
 from aigc_eval.pool import BackendPool
+from aigc_eval.scoring import OutputValues
 from aigc_eval.stats import paired_approximate_randomization
 
 # Characters of each continuation kept in the report (the JSON's samples keep the full outputs).
@@ -217,6 +218,7 @@ def metric_agreements(
 ) -> list[MetricAgreement]:
     """Each output of ``metric`` on both rows' statistic rows, B - A, and the paired AR test's p-value."""
     scores_a, scores_b = metric.aggregate(stats_a), metric.aggregate(stats_b)
+    outputs = OutputValues(metric)
     found = []
     for name, score in scores_a.items():
         a = score.score if math.isfinite(score.score) else None
@@ -231,7 +233,7 @@ def metric_agreements(
             p_value = paired_approximate_randomization(
                 stats_a,
                 stats_b,
-                lambda rows, name=name: metric.aggregate(rows)[name].score,
+                outputs.output(name),
                 n_trials,
                 seed,
                 metric.additive,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import Any
 
 import numpy as np
 
@@ -41,12 +43,14 @@ def aggregate_with_intervals(
     if resample_count(metric, stats, n_resamples) == 0:
         return scores
     advance = progress or (lambda _n: None)
+    outputs = OutputValues(metric)
     with_intervals = {}
     for name, score in scores.items():
+        value = outputs.output(name)
 
-        def aggregate(rows: np.ndarray, name: str = name) -> float:
+        def aggregate(rows: np.ndarray, value: Callable[[np.ndarray], float] = value) -> float:
             advance(1)
-            return metric.aggregate(rows)[name].score
+            return value(rows)
 
         interval = bootstrap_interval(
             stats,
@@ -65,3 +69,33 @@ def aggregate_with_intervals(
 
 def _has_own_intervals(metric: Metric) -> bool:
     return type(metric).custom_intervals is not Metric.custom_intervals
+
+
+class OutputValues:
+    """A metric's output values (``Metric.values``) per distinct row set, computed once for all outputs.
+
+    ROUGE and the descriptors report several outputs from one aggregate, and each output's interval
+    and test resample the same row sets (same seed), so each set is evaluated once. The key is the
+    rows' bytes: for object rows those are the cells' addresses, equal only when every cell is the
+    very same object, so equal keys always mean equal rows.
+    """
+
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+        self._memo: dict[tuple[Any, ...], dict[str, float]] = {}
+
+    def __call__(self, rows: np.ndarray) -> dict[str, float]:
+        if len(self.metric.outputs) == 1:  # nothing to share: hashing the rows would cost more
+            return self.metric.values(rows)
+        digest = hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=16).digest()
+        key = (rows.shape, rows.dtype.str, digest)
+        if key not in self._memo:
+            self._memo[key] = self.metric.values(rows)
+        return self._memo[key]
+
+    def output(self, name: str) -> Callable[[np.ndarray], float]:
+        return lambda rows: self(rows)[name]
+
+    def delta(self, name: str, width: int) -> Callable[[np.ndarray], float]:
+        """Current minus baseline on side-by-side rows ``[baseline | current]``: one paired resample."""
+        return lambda rows: self(rows[:, width:])[name] - self(rows[:, :width])[name]

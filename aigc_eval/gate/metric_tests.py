@@ -16,9 +16,7 @@ Reported values and signatures are the ones the run recorded. An output that a s
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +28,7 @@ from aigc_eval.gate.rules import rule_for
 from aigc_eval.gate.runs import entry_key
 from aigc_eval.metrics.base import Metric, StoredMetric
 from aigc_eval.record import ScoreRecord
+from aigc_eval.scoring import OutputValues
 from aigc_eval.stats import (
     bootstrap_interval,
     paired_approximate_randomization,
@@ -59,34 +58,6 @@ class Pair:
     task: str
     base_scores: dict[str, ScoreRecord]
     cur_scores: dict[str, ScoreRecord]
-
-
-class _AllOutputs:
-    """The metric's outputs per distinct row set, aggregated once for all of them.
-
-    ROUGE and the descriptors report several outputs from one aggregate, and each output's test and
-    interval resample the same row sets (same seed), so each set is aggregated once. The key is the
-    rows' bytes: for object rows those are the cells' addresses, equal only when every cell is the
-    very same object, so equal keys always mean equal rows.
-    """
-
-    def __init__(self, metric: Metric) -> None:
-        self.metric = metric
-        self._memo: dict[tuple[Any, ...], dict[str, float]] = {}
-
-    def __call__(self, rows: np.ndarray) -> dict[str, float]:
-        digest = hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=16).digest()
-        key = (rows.shape, rows.dtype.str, digest)
-        if key not in self._memo:
-            self._memo[key] = {name: s.score for name, s in self.metric.aggregate(rows).items()}
-        return self._memo[key]
-
-    def output(self, name: str) -> Callable[[np.ndarray], float]:
-        return lambda rows: self(rows)[name]
-
-    def delta(self, name: str, width: int) -> Callable[[np.ndarray], float]:
-        """Current minus baseline on side-by-side rows ``[baseline | current]``: one paired resample."""
-        return lambda rows: self(rows[:, width:])[name] - self(rows[:, :width])[name]
 
 
 @dataclass
@@ -150,7 +121,7 @@ def _paired(
     """The paired test (gated outputs only) and the paired bootstrap interval of each output's delta."""
     rules, intervals = setting.rules, setting.intervals
     rows_b, rows_c, metric = base.rows, cur.rows, cur.metric
-    outputs = _AllOutputs(metric)
+    outputs = OutputValues(metric)
     tested: dict[str, _Tested | str] = {}
     for name, rule in testable.items():
         p_value = None

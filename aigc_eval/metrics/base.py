@@ -193,6 +193,12 @@ class Metric(ABC):
         (None: known only after a compute, e.g. an evaluate module reporting every key)."""
         return tuple(cls(options).outputs)  # type: ignore[call-arg]
 
+    def values(self, stats: np.ndarray) -> dict[str, float]:
+        """Each output's value on these rows: ``aggregate`` without signatures, details or ``Score``
+        objects, which is what resampling re-evaluates thousands of times. A subclass overrides it
+        only to be faster; the values stay ``aggregate``'s bit for bit."""
+        return {name: score.score for name, score in self.aggregate(stats).items()}
+
     def custom_intervals(
         self, scores: dict[str, Score], stats: np.ndarray, seed: int
     ) -> dict[str, Score] | None:

@@ -112,12 +112,16 @@ class Perplexity(Metric):
         return context, moved + text
 
     def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
-        nll, tokens, size = (float(x) for x in stats.sum(axis=0)) if len(stats) else (0.0, 0.0, 0.0)
-        ppl = math.exp(nll / tokens) if tokens > 0 else math.nan
+        nll, tokens, size = _sums(stats)
         bpb = nll / (math.log(2) * size) if tokens > 0 and size > 0 else math.nan
         details = {"bits_per_byte": bpb, "tokens": tokens, "nll": nll}
         (output,) = self.outputs
+        ppl = _perplexity(nll, tokens)
         return {output: Score(output, ppl, self.signature(stats), self.higher_is_better, details)}
+
+    def values(self, stats: np.ndarray) -> dict[str, float]:
+        nll, tokens, _ = _sums(stats)
+        return {self.outputs[0]: _perplexity(nll, tokens)}
 
     def sample_scores(self, stats: np.ndarray) -> dict[str, list[float]]:
         return {
@@ -142,3 +146,16 @@ class Perplexity(Metric):
             f"|window:{window}|stride:{stride}|bos:{bos}|context:{self.options.context}|agg:token-weighted{fused}"
             f"|transformers:{extra.get('transformers', '?')}"
         )
+
+
+def _sums(stats: np.ndarray) -> tuple[float, float, float]:
+    """Summed NLL, scored tokens and UTF-8 bytes of the rows."""
+    if not len(stats):
+        return 0.0, 0.0, 0.0
+    nll, tokens, size = (float(x) for x in stats.sum(axis=0))
+    return nll, tokens, size
+
+
+def _perplexity(nll: float, tokens: float) -> float:
+    """Token-weighted perplexity; undefined (NaN) over no tokens."""
+    return math.exp(nll / tokens) if tokens > 0 else math.nan

@@ -144,17 +144,26 @@ class ROUGE(Metric):
         if len(stats) == 0:
             raise ValueError("rouge: no samples to aggregate")
         signature = self.signature(stats)
-        scores = {}
-        for i, rouge_type in enumerate(self.outputs):
-            # Contiguous copies, so numpy sums exactly as np.mean over a list of the same values.
-            precision, recall, fmeasure = (float(np.mean(stats[:, 3 * i + j].copy())) for j in range(3))
-            scores[rouge_type] = Score(
+        means = self._means(stats)
+        return {
+            rouge_type: Score(
                 name=rouge_type,
-                score=fmeasure,
+                score=float(means[i, 2]),
                 signature=signature,
-                details={"precision": precision, "recall": recall},
+                details={"precision": float(means[i, 0]), "recall": float(means[i, 1])},
             )
-        return scores
+            for i, rouge_type in enumerate(self.outputs)
+        }
+
+    def values(self, stats: np.ndarray) -> dict[str, float]:
+        fmeasures = self._means(stats)[:, 2]
+        return {rouge_type: float(f) for rouge_type, f in zip(self.outputs, fmeasures, strict=True)}
+
+    def _means(self, stats: np.ndarray) -> np.ndarray:
+        """Mean P/R/F per ROUGE type (types × 3). Each column is summed along a contiguous axis, so
+        numpy sums exactly as np.mean over a list of the same values (pairwise)."""
+        columns = np.ascontiguousarray(stats[:, : 3 * len(self.outputs)].T, dtype=np.float64)
+        return columns.mean(axis=1).reshape(len(self.outputs), 3)
 
     def sample_scores(self, stats: np.ndarray) -> dict[str, list[float]]:
         return {t: stats[:, 3 * i + 2].tolist() for i, t in enumerate(self.outputs)}

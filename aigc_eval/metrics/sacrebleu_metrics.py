@@ -76,8 +76,7 @@ class _SacreMetric(Metric):
     def aggregate(self, stats: np.ndarray) -> dict[str, Score]:
         if len(stats) == 0:
             raise ValueError(f"{self.name}: no samples to aggregate")
-        # sacrebleu sums the rows itself (sequential Python sums, as in corpus_score).
-        score = self._corpus._aggregate_and_compute(stats[:, :-1].tolist())
+        score = self._corpus_score(stats)
         output = self.outputs[0]
         return {
             output: Score(
@@ -88,6 +87,13 @@ class _SacreMetric(Metric):
                 details=self._details(score),
             )
         }
+
+    def values(self, stats: np.ndarray) -> dict[str, float]:
+        return {self.outputs[0]: float(self._corpus_score(stats).score)}
+
+    def _corpus_score(self, stats: np.ndarray) -> Any:
+        # sacrebleu sums the rows itself (sequential Python sums, as in corpus_score).
+        return self._corpus._aggregate_and_compute(stats[:, :-1].tolist())
 
     def sample_scores(self, stats: np.ndarray) -> dict[str, list[float]]:
         return {
