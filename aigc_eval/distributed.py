@@ -121,12 +121,6 @@ class Group:
         dist.gather_object(value, out, dst=0)
         return out
 
-    def barrier(self) -> None:
-        if self.world.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
-
 
 @contextmanager
 def process_group(world: World) -> Iterator[Group]:
