@@ -238,6 +238,7 @@ def metric_agreements(
                 seed,
                 metric.additive,
                 count_ties=count_ties,
+                stacked=outputs.stacked(name),
             ).p_value
         delta = b - a if a is not None and b is not None else None
         found.append(MetricAgreement(task, name, a, b, delta, p_value, note))

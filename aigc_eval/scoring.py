@@ -46,19 +46,20 @@ def aggregate_with_intervals(
     outputs = OutputValues(metric)
     with_intervals = {}
     for name, score in scores.items():
-        value = outputs.output(name)
+        values = outputs.stacked(name)
 
-        def aggregate(rows: np.ndarray, value: Callable[[np.ndarray], float] = value) -> float:
-            advance(1)
-            return value(rows)
+        def stacked(stack: np.ndarray, values: Callable[[np.ndarray], np.ndarray] = values) -> np.ndarray:
+            advance(len(stack))
+            return values(stack)
 
         interval = bootstrap_interval(
             stats,
-            aggregate,
+            outputs.output(name),
             n_resamples=n_resamples,
             confidence=confidence,
             seed=seed,
             additive=metric.additive,
+            stacked=stacked,
         )
         signature = f"{score.signature}|bs:{n_resamples}|ci:{confidence:g}|seed:{seed}"
         with_intervals[name] = replace(
@@ -72,12 +73,13 @@ def _has_own_intervals(metric: Metric) -> bool:
 
 
 class OutputValues:
-    """A metric's output values (``Metric.values``) per distinct row set, computed once for all outputs.
+    """A metric's output values per distinct row set (``Metric.values``), computed once for all
+    outputs, and on stacks of row sets (``Metric.stacked_values``).
 
     ROUGE and the descriptors report several outputs from one aggregate, and each output's interval
     and test resample the same row sets (same seed), so each set is evaluated once. The key is the
-    rows' bytes: for object rows those are the cells' addresses, equal only when every cell is the
-    very same object, so equal keys always mean equal rows.
+    rows' bytes: for object rows those are the cells' addresses, equal only when every cell is
+    the very same object, so equal keys always mean equal rows.
     """
 
     def __init__(self, metric: Metric) -> None:
@@ -96,6 +98,17 @@ class OutputValues:
     def output(self, name: str) -> Callable[[np.ndarray], float]:
         return lambda rows: self(rows)[name]
 
+    def stacked(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
+        if type(self.metric).stacked_values is Metric.stacked_values:  # per set: share each set's values
+            return lambda stack: np.array([self(rows)[name] for rows in stack], dtype=np.float64)
+        # A vectorised metric's stack is not shared: hashing it would cost about what evaluating does.
+        return lambda stack: self.metric.stacked_values(stack)[name]
+
     def delta(self, name: str, width: int) -> Callable[[np.ndarray], float]:
         """Current minus baseline on side-by-side rows ``[baseline | current]``: one paired resample."""
         return lambda rows: self(rows[:, width:])[name] - self(rows[:, :width])[name]
+
+    def stacked_delta(self, name: str, width: int) -> Callable[[np.ndarray], np.ndarray]:
+        """``delta`` of every set of a stack of side-by-side rows."""
+        values = self.stacked(name)
+        return lambda stack: values(stack[:, :, width:]) - values(stack[:, :, :width])

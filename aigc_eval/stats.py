@@ -3,6 +3,9 @@
 Every function here sees only rows of per-sample statistics (``[n_samples, k]``, numeric or
 object dtype) and an ``aggregate`` callable ``rows -> float`` (usually
 ``lambda rows: metric.aggregate(rows)[output].score``), so it is written once for every metric.
+Resamples are evaluated as stacks of row sets (``[m, n, k]``, in chunks that bound the memory) by an
+optional ``stacked`` callable ``stack -> m values`` (``Metric.stacked_values``), which vectorises
+what would be thousands of ``aggregate`` calls; without it, ``aggregate`` is called once per set.
 
 The resampling replicates sacrebleu's ``significance.py`` call for call (the same RNG draws,
 index matrices, percentile positions and p-value definitions), so for BLEU/chrF/TER with the
@@ -33,11 +36,14 @@ from fractions import Fraction
 import numpy as np
 
 Aggregate = Callable[[np.ndarray], float]
+# The aggregate of each row set of a stack ``[m, n, k]``, as ``m`` values.
+StackedAggregate = Callable[[np.ndarray], np.ndarray]
 # ``pooled(pool)`` -> ``statistic(idx)``: each output's value on the rows ``pool[idx]``.
 PooledStatistic = Callable[[np.ndarray], Callable[[np.ndarray], dict[str, float]]]
 
 DEFAULT_SEED = 12345
 _TRIAL_CHUNK = 1024
+_STACK_CELLS = 1 << 22  # cells per evaluated stack chunk: 32 MiB of float64
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ def bootstrap_interval(
     confidence: float = 0.95,
     seed: int = DEFAULT_SEED,
     additive: bool = False,
+    stacked: StackedAggregate | None = None,
 ) -> Interval:
     """Percentile bootstrap over rows, as sacrebleu's ``_bootstrap_resample`` + ``estimate_ci``.
 
@@ -89,7 +96,7 @@ def bootstrap_interval(
         raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
     rng = np.random.default_rng(seed)
     idxs = rng.choice(len(rows), size=(n_resamples, len(rows)), replace=True)
-    scores = np.sort(_resampled_scores(rows, idxs, aggregate, additive))
+    scores = np.sort(_resampled_scores(rows, idxs, _evaluator(aggregate, stacked), additive))
     lower = math.floor(n_resamples * (1 - Fraction(str(confidence))) / 2)
     low, high = float(scores[lower]), float(scores[n_resamples - lower - 1])
     return Interval(
@@ -111,6 +118,7 @@ def paired_approximate_randomization(
     seed: int = DEFAULT_SEED,
     additive: bool = False,
     count_ties: bool = False,
+    stacked: StackedAggregate | None = None,
 ) -> PairedResult:
     """Two-sided paired approximate randomization, as sacrebleu's ``_paired_ar_test``.
 
@@ -124,17 +132,17 @@ def paired_approximate_randomization(
     _check_count(n_trials, "n_trials")
     rng = np.random.default_rng(seed)
     pos_sel = rng.integers(2, size=(n_trials, len(baseline)), dtype=bool)
+    evaluate = _evaluator(aggregate, stacked)
     if additive:
         # As sacrebleu: one summed row per pseudo-system.
         shuf_a, shuf_b = _swapped_sums(pos_sel, _summable(baseline), _summable(system))
-        scores_a = np.array([aggregate(row) for row in shuf_a[:, None]], dtype=np.float64)
-        scores_b = np.array([aggregate(row) for row in shuf_b[:, None]], dtype=np.float64)
+        scores_a, scores_b = evaluate(shuf_a[:, None]), evaluate(shuf_b[:, None])
     else:
-        scores_a = np.array(
-            [aggregate(np.where(sel[:, None], baseline, system)) for sel in pos_sel], dtype=np.float64
-        )
-        scores_b = np.array(
-            [aggregate(np.where(sel[:, None], system, baseline)) for sel in pos_sel], dtype=np.float64
+        scores_a, scores_b = (
+            np.concatenate(
+                [evaluate(np.where(sel[:, :, None], first, second)) for sel in _chunks(pos_sel, baseline)]
+            )
+            for first, second in ((baseline, system), (system, baseline))
         )
     bl_score, sys_score = float(aggregate(baseline)), float(aggregate(system))
     observed = abs(bl_score - sys_score)
@@ -151,6 +159,7 @@ def paired_bootstrap(
     n_resamples: int = 1000,
     seed: int = DEFAULT_SEED,
     additive: bool = False,
+    stacked: StackedAggregate | None = None,
 ) -> PairedResult:
     """Paired bootstrap resampling test, as sacrebleu's ``_paired_bs_test`` (Moses' script).
 
@@ -162,8 +171,9 @@ def paired_bootstrap(
     _check_count(n_resamples, "n_resamples")
     rng = np.random.default_rng(seed)
     idxs = rng.choice(len(baseline), size=(n_resamples, len(baseline)), replace=True)
-    scores_bl = _resampled_scores(baseline, idxs, aggregate, additive)
-    scores_sys = _resampled_scores(system, idxs, aggregate, additive)
+    evaluate = _evaluator(aggregate, stacked)
+    scores_bl = _resampled_scores(baseline, idxs, evaluate, additive)
+    scores_sys = _resampled_scores(system, idxs, evaluate, additive)
     bl_score, sys_score = float(aggregate(baseline)), float(aggregate(system))
     sample_diffs = np.abs(scores_sys - scores_bl)
     p = _p_value(sample_diffs - sample_diffs.mean(), abs(bl_score - sys_score))
@@ -269,16 +279,32 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def _resampled_scores(rows: np.ndarray, idxs: np.ndarray, aggregate: Aggregate, additive: bool) -> np.ndarray:
+def _evaluator(aggregate: Aggregate, stacked: StackedAggregate | None) -> StackedAggregate:
+    """``stacked``, else one ``aggregate`` call per row set of the stack."""
+    if stacked is not None:
+        return stacked
+    return lambda stack: np.array([aggregate(rows) for rows in stack], dtype=np.float64)
+
+
+def _chunks(selectors: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+    """``selectors`` (one per resample or trial) in chunks whose stacks of rows hold at most
+    ``_STACK_CELLS`` cells (at least one resample each)."""
+    per_chunk = max(1, _STACK_CELLS // max(1, rows.size))
+    return [selectors[start : start + per_chunk] for start in range(0, len(selectors), per_chunk)]
+
+
+def _resampled_scores(
+    rows: np.ndarray, idxs: np.ndarray, evaluate: StackedAggregate, additive: bool
+) -> np.ndarray:
     """The aggregate of every resample (one row of ``idxs`` per resample)."""
     if not additive:
-        return np.array([aggregate(rows[i]) for i in idxs], dtype=np.float64)
+        return np.concatenate([evaluate(rows[chunk]) for chunk in _chunks(idxs, rows)])
     summable = _summable(rows)
     n_resamples, n = idxs.shape
     # How often each row is drawn in each resample; their product with the rows is the resample's sum.
     counts = np.bincount((idxs + n * np.arange(n_resamples)[:, None]).ravel(), minlength=n_resamples * n)
     sums = counts.reshape(n_resamples, n) @ summable
-    return np.array([aggregate(row) for row in sums[:, None]], dtype=np.float64)
+    return evaluate(sums[:, None])
 
 
 def _swapped_sums(

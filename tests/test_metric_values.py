@@ -72,3 +72,59 @@ def test_perplexity_values_equal_aggregate_including_no_tokens() -> None:
     for resample in (rows, rows[:1], rows[rng.integers(0, 50, 50)], np.zeros((3, 3))):
         assert _same(metric.values(resample), _aggregated(metric, resample))
     assert math.isnan(metric.values(np.zeros((3, 3)))["perplexity"])  # no tokens: undefined, not 1
+
+
+def _stack_sets(rows: np.ndarray, rng: np.random.Generator, n_sets: int, size: int) -> np.ndarray:
+    return rows[rng.integers(0, len(rows), (n_sets, size))]
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("bleu", {}),
+        ("bleu", {"smooth_method": "add-k"}),
+        ("bleu", {"smooth_method": "floor", "smooth_value": 0.1}),
+        ("bleu", {"effective_order": True, "tokenize": "zh"}),
+        ("chrf", {}),
+        ("chrf++", {"eps_smoothing": True}),
+        ("ter", {}),
+        ("rouge", {"rouge_types": ["rouge1", "rouge2", "rougeL", "rougeLsum"], "tokenizer": "unicode"}),
+        ("rouge", {"use_stemmer": True}),
+        ("descriptors", {}),
+    ],
+)
+def test_stacked_values_equal_values_of_each_set(name: str, options: dict[str, object]) -> None:
+    """What intervals and tests evaluate on stacks of resamples (and, for additive metrics, on stacks
+    of summed rows) is ``values`` of each set, bit for bit: vectorising moved no p-value or bound."""
+    metric = build_metric(name, options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = metric.sample_stats(PREDICTIONS, REFERENCES)
+    rng = np.random.default_rng(5)
+    stacks = [
+        _stack_sets(rows, rng, n_sets, size) for n_sets, size in ((1, 1), (7, 1), (5, 6), (3, 257), (64, 40))
+    ]
+    if metric.additive:  # summed rows, as resampling hands them over: sums of several rows each
+        stacks.append(
+            np.stack([rows[rng.integers(0, len(rows), 9)].sum(axis=0) for _ in range(200)])[:, None]
+        )
+        stacks.append(np.zeros((2, 1, rows.shape[1]), dtype=rows.dtype))  # nothing matched, no length
+    for stack in stacks:
+        stacked = metric.stacked_values(stack)
+        assert stacked.keys() == set(metric.outputs)
+        for i, rows_of_set in enumerate(stack):
+            expected = metric.values(rows_of_set)
+            got = {output: float(values[i]) for output, values in stacked.items()}
+            assert _same(got, expected), (stack.shape, i)
+
+
+def test_perplexity_stacked_values_equal_values_including_no_tokens() -> None:
+    metric = build_metric("perplexity", {})
+    rng = np.random.default_rng(6)
+    rows = np.column_stack([rng.random(50) * 40, rng.integers(0, 30, 50), rng.integers(1, 200, 50)])
+    sums = np.stack([rows[rng.integers(0, 50, 20)].sum(axis=0) for _ in range(100)] + [np.zeros(3)])
+    for stack in (sums[:, None], rows[rng.integers(0, 50, (10, 30))]):
+        stacked = metric.stacked_values(stack)["perplexity"]
+        for value, rows_of_set in zip(stacked, stack, strict=True):
+            assert _same({"perplexity": float(value)}, metric.values(rows_of_set))
+    assert math.isnan(metric.stacked_values(sums[-1:, None])["perplexity"][0])  # no tokens: undefined

@@ -136,10 +136,17 @@ def _paired(
                     rules.seed,
                     metric.additive,
                     count_ties=rules.ties == "count",
+                    stacked=outputs.stacked(name),
                 ).p_value
             else:
                 p_value = paired_bootstrap(
-                    rows_b, rows_c, aggregate, setting.n_trials, rules.seed, metric.additive
+                    rows_b,
+                    rows_c,
+                    aggregate,
+                    setting.n_trials,
+                    rules.seed,
+                    metric.additive,
+                    stacked=outputs.stacked(name),
                 ).p_value
         ci = None
         if intervals.n_resamples > 0 and len(rows_b) > 1:
@@ -150,6 +157,7 @@ def _paired(
                 intervals.confidence,
                 intervals.seed,
                 metric.additive,
+                stacked=outputs.stacked_delta(name, rows_b.shape[1]),
             )
             ci = (interval.low, interval.high, interval.confidence)
         tested[name] = _Tested(p_value, ci)

@@ -199,6 +199,15 @@ class Metric(ABC):
         only to be faster; the values stay ``aggregate``'s bit for bit."""
         return {name: score.score for name, score in self.aggregate(stats).items()}
 
+    def stacked_values(self, stack: np.ndarray) -> dict[str, np.ndarray]:
+        """Each output's ``values`` on every row set of a stack ``[m, n, k]``, as ``m`` floats: what
+        intervals and paired tests evaluate (resamples; for an ``additive`` metric, summed rows
+        ``[m, 1, k]``). One ``values`` call per set here; a subclass overrides it only to vectorise,
+        bit for bit the same values."""
+        per_set = [self.values(rows) for rows in stack]
+        names = per_set[0] if per_set else self.outputs
+        return {name: np.array([v[name] for v in per_set], dtype=np.float64) for name in names}
+
     def custom_intervals(
         self, scores: dict[str, Score], stats: np.ndarray, seed: int
     ) -> dict[str, Score] | None:

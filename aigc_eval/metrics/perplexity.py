@@ -123,6 +123,13 @@ class Perplexity(Metric):
         nll, tokens, _ = _sums(stats)
         return {self.outputs[0]: _perplexity(nll, tokens)}
 
+    def stacked_values(self, stack: np.ndarray) -> dict[str, np.ndarray]:
+        if stack.shape[1] != 1:
+            return super().stacked_values(stack)
+        # Summed rows (resampling an additive metric): each row is its own sum.
+        sums = stack[:, 0, :].astype(np.float64).tolist()
+        return {self.outputs[0]: np.array([_perplexity(row[NLL], row[TOKENS]) for row in sums])}
+
     def sample_scores(self, stats: np.ndarray) -> dict[str, list[float]]:
         return {
             self.outputs[0]: [

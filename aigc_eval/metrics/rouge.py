@@ -159,6 +159,14 @@ class ROUGE(Metric):
         fmeasures = self._means(stats)[:, 2]
         return {rouge_type: float(f) for rouge_type, f in zip(self.outputs, fmeasures, strict=True)}
 
+    def stacked_values(self, stack: np.ndarray) -> dict[str, np.ndarray]:
+        """Mean F of every row set at once: each set's F column summed along a contiguous axis, as
+        ``_means`` sums it, so every value equals ``values`` of that set bit for bit."""
+        width = 3 * len(self.outputs)
+        fmeasures = np.ascontiguousarray(stack[:, :, 2:width:3].transpose(0, 2, 1), dtype=np.float64)
+        means = fmeasures.mean(axis=2)
+        return {rouge_type: means[:, i] for i, rouge_type in enumerate(self.outputs)}
+
     def _means(self, stats: np.ndarray) -> np.ndarray:
         """Mean P/R/F per ROUGE type (types × 3). Each column is summed along a contiguous axis, so
         numpy sums exactly as np.mean over a list of the same values (pairwise)."""

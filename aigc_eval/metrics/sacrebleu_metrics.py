@@ -91,6 +91,20 @@ class _SacreMetric(Metric):
     def values(self, stats: np.ndarray) -> dict[str, float]:
         return {self.outputs[0]: float(self._corpus_score(stats).score)}
 
+    def stacked_values(self, stack: np.ndarray) -> dict[str, np.ndarray]:
+        if stack.shape[1] != 1:
+            return super().stacked_values(stack)
+        # Summed rows (resampling is additive): sacrebleu's score of each sum, without the summing
+        # (a sum of one row is that row) or our Score objects.
+        score = self._score_of_sum
+        return {
+            self.outputs[0]: np.array([score(row) for row in stack[:, 0, :-1].tolist()], dtype=np.float64)
+        }
+
+    def _score_of_sum(self, summed: list[Any]) -> float:
+        """sacrebleu's corpus score of summed statistics."""
+        return float(self._corpus._compute_score_from_stats(summed).score)
+
     def _corpus_score(self, stats: np.ndarray) -> Any:
         # sacrebleu sums the rows itself (sequential Python sums, as in corpus_score).
         return self._corpus._aggregate_and_compute(stats[:, :-1].tolist())
@@ -205,6 +219,9 @@ class CHRF(_SacreMetric):
 
     def _width(self) -> int:
         return 3 * (self.options.char_order + self.options.word_order)
+
+    def _score_of_sum(self, summed: list[Any]) -> float:
+        return float(self._corpus._compute_f_score(summed))  # the score CHRFScore would hold
 
 
 @metrics.register("chrf++")
