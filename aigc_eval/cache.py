@@ -1,9 +1,12 @@
-"""Content-addressed cache of generations, shared by every run on the machine.
+"""Content-addressed cache of generations (and log-likelihoods), shared by every run on the machine.
 
 A generation is stored under ``generation_key(identity, settings, prompt, seed)``: the sha256 of
 what decides the output (the backend's ``cache_identity()``, the decoding settings, the full prompt
 and the sampling seed), so any run asking a model the same question again reuses the answer,
-whatever suite, task or run folder it comes from.
+whatever suite, task or run folder it comes from. The log-likelihood of a text (what perplexity is
+made of) is stored the same way under ``loglikelihood_key`` (identity, text, context, window,
+stride, BOS), as JSON in the same table, labelled ``"... log-likelihood"``; so a rerun of an
+unchanged suite needs neither generation nor scoring and loads no model.
 
 The cache is one SQLite file, ``generations.sqlite3``, in ``$AIGC_EVAL_CACHE_DIR`` when set, else
 ``$XDG_CACHE_HOME/aigc-eval/generations`` (``~/.cache`` by default). It runs in WAL mode with a
@@ -30,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from aigc_eval.backends.base import GenerationSettings
+from aigc_eval.backends.base import GenerationSettings, TokenLogLikelihood
 from aigc_eval.errors import UserError
 
 ENV_VAR = "AIGC_EVAL_CACHE_DIR"
@@ -84,13 +87,55 @@ def generation_key(
         "prompt": prompt,
         "seed": seed,
     }
+    return _sha256_json(document)
+
+
+def _sha256_json(document: dict[str, Any]) -> str:
+    """sha256 of canonical JSON (sorted keys, compact, NaN refused)."""
     try:
         text = json.dumps(
             document, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
         )
     except ValueError as error:  # a NaN in a backend's identity: it would never hit again
-        raise ValueError(f"generation_key: {error} in {document['identity']!r}") from error
+        raise ValueError(f"cache key: {error} in {document['identity']!r}") from error
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def loglikelihood_key(
+    identity: Mapping[str, Any],
+    text: str,
+    context: str | None,
+    max_length: int | None,
+    stride: int | None,
+    prepend_bos: bool,
+    per_token: bool,
+) -> str:
+    """The cache key of one text's log-likelihood: sha256 of canonical JSON of the backend identity
+    and everything ``Scorer.loglikelihood`` is asked with (``per_token`` too: an entry without the
+    per-token values cannot answer a request for them)."""
+    return _sha256_json(
+        {
+            "version": KEY_VERSION,
+            "kind": "loglikelihood",
+            "identity": dict(identity),
+            "text": text,
+            "context": context,
+            "max_length": max_length,
+            "stride": stride,
+            "prepend_bos": prepend_bos,
+            "per_token": per_token,
+        }
+    )
+
+
+def encode_loglikelihood(scored: TokenLogLikelihood) -> str:
+    """A log-likelihood as the JSON text stored in the cache (floats as ``repr``: exact round trip)."""
+    return json.dumps([scored.nll, scored.tokens, scored.token_nll])
+
+
+def decode_loglikelihood(text: str) -> TokenLogLikelihood:
+    nll, tokens, token_nll = json.loads(text)
+    return TokenLogLikelihood(nll, tokens, None if token_nll is None else tuple(token_nll))
 
 
 @dataclass(frozen=True)

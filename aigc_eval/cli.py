@@ -66,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-cache",
         action="store_true",
-        help="neither read nor write the generation cache ($AIGC_EVAL_CACHE_DIR; see 'aigc-eval cache')",
+        help=(
+            "neither read nor write the generation cache (generations and log-likelihoods; "
+            "$AIGC_EVAL_CACHE_DIR; see 'aigc-eval cache')"
+        ),
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
     run.add_argument(
@@ -150,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     cache_stats = cache_commands.add_parser("stats", help="entries, size, last use and entries per label")
     cache_stats.add_argument("--json", action="store_true", help="print one JSON object")
     cache_commands.add_parser("clear", help="remove every cached generation")
-    prune = cache_commands.add_parser("prune", help="remove generations not used for a while")
+    prune = cache_commands.add_parser("prune", help="remove entries not used for a while")
     prune.add_argument(
         "--older-than", required=True, metavar="AGE", help="last used more than AGE ago, e.g. 12h, 30d, 2w"
     )
@@ -308,10 +311,10 @@ def _cache(args: argparse.Namespace) -> int:
             else:
                 print(_format_cache_stats(stats))
         elif older_than is None:
-            print(f"removed {cache.clear()} generations from {cache.path}")
+            print(f"removed {cache.clear()} entries from {cache.path}")
         else:
             removed = cache.prune(older_than)
-            print(f"removed {removed} generations last used over {args.older_than} ago from {cache.path}")
+            print(f"removed {removed} entries last used over {args.older_than} ago from {cache.path}")
     return EXIT_OK
 
 

@@ -67,8 +67,12 @@ def execute(
     backend = pool.get(unit.row)
     indices, predictions, timing = generate(backend, unit, data, folder, progress, cache)
     started = time.perf_counter()
-    stats, contexts = sample_statistics(plan, unit, data, indices, predictions, pool, progress)
+    stats, contexts, scored_from_cache = sample_statistics(
+        plan, unit, data, indices, predictions, pool, progress
+    )
     timing["scoring_s"] = round(time.perf_counter() - started, 4)
+    if scored_from_cache is not None:
+        timing["scored_from_cache"] = scored_from_cache
     return UnitResult(unit, indices, predictions, stats, contexts, timing)
 
 
@@ -195,21 +199,26 @@ def sample_statistics(
     predictions: list[str],
     pool: BackendPool,
     progress: ProgressFactory = no_progress,
-) -> tuple[list[np.ndarray], list[MetricContext]]:
-    """Each metric entry's per-sample rows; model-backed ones get their scorer from the pool."""
+) -> tuple[list[np.ndarray], list[MetricContext], int | None]:
+    """Each metric entry's per-sample rows; model-backed ones get their scorer from the pool. Also
+    how many texts those scorers took from the cache (None: no model-backed metric)."""
     examples = [data.examples[i] for i in indices]
     references = [list(e.references) for e in examples]
     prompts = [e.prompt for e in examples]
     advance = progress(f"score {unit.name}", len(plan.suite.metrics))
     all_stats, contexts = [], []
+    scored_from_cache: int | None = None
     for spec in plan.suite.metrics:
         scorer = pool.scorer(spec, unit.row) if metric_class(spec.name).needs_scorer else None
+        before = scorer.from_cache if scorer is not None else 0
         context = MetricContext(scorer=scorer.describe() if scorer is not None else None)
         metric = build_metric(spec.name, pool.resolve_options(spec.options), lang=data.lang, context=context)
         all_stats.append(metric.sample_stats(predictions, references, SampleInputs(prompts, scorer)))
         contexts.append(context)
+        if scorer is not None:
+            scored_from_cache = (scored_from_cache or 0) + scorer.from_cache - before
         advance(1)
-    return all_stats, contexts
+    return all_stats, contexts, scored_from_cache
 
 
 def _execute_image(plan: Plan, unit: WorkUnit, pool: BackendPool) -> UnitResult:

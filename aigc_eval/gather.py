@@ -16,7 +16,14 @@ from aigc_eval.metrics.base import MetricContext
 
 # Timing fields that add up over shards; shards run at the same time (one per process), so the
 # generation time of a row × task is its slowest shard's and its throughput the shards' sum.
-_SUMMED = ("resumed_samples", "truncated_prompts", "cache_hits", "generated_tokens", "timed_tokens")
+_SUMMED = (
+    "resumed_samples",
+    "truncated_prompts",
+    "cache_hits",
+    "scored_from_cache",
+    "generated_tokens",
+    "timed_tokens",
+)
 _SLOWEST = ("generation_s", "timed_s", "scoring_s")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from aigc_eval.backends import create_backend, scorer_row
 from aigc_eval.backends.base import Backend, TokenLogLikelihood
+from aigc_eval.cache import GenerationCache, decode_loglikelihood, encode_loglikelihood, loglikelihood_key
 from aigc_eval.config import MetricSpec, ModelRow, Suite
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.registry import metric_class
@@ -16,11 +17,16 @@ from aigc_eval.preflight import local_path
 
 class MemoizedScorer:
     """Remembers per-text log-likelihoods, so rows sharing a scoring model (e.g. the
-    references' perplexity under one model) score each text once."""
+    references' perplexity under one model) score each text once; with a ``cache``, also across
+    runs (``loglikelihood_key``), so an unchanged rerun never runs, or loads, the model for them.
+    ``from_cache`` counts the texts asked for that the cache answered (repeats included)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, cache: GenerationCache | None = None, label: str = "") -> None:
         self._backend = backend
+        self._cache = cache
+        self._label = f"{label} log-likelihood"
         self._memo: dict[tuple[Any, ...], TokenLogLikelihood] = {}
+        self.from_cache = 0
 
     def loglikelihood(
         self,
@@ -34,6 +40,9 @@ class MemoizedScorer:
         options = (max_length, stride, prepend_bos, per_token)
         keys = [(t, contexts[i] if contexts else None, *options) for i, t in enumerate(texts)]
         missing = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        if missing and self._cache is not None:
+            missing, hits = self._from_cache(missing)
+            self.from_cache += sum(k in hits for k in keys)
         if missing:
             fresh = self._backend.loglikelihood(
                 [k[0] for k in missing],
@@ -44,7 +53,29 @@ class MemoizedScorer:
                 per_token=per_token,
             )
             self._memo.update(zip(missing, fresh, strict=True))
+            if self._cache is not None:
+                stored = (self._cache_key(k) for k in missing)
+                self._cache.put_many(
+                    (key, encode_loglikelihood(self._memo[k]), self._memo[k].tokens, self._label)
+                    for key, k in zip(stored, missing, strict=True)
+                )
         return [self._memo[k] for k in keys]
+
+    def _from_cache(
+        self, missing: list[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, ...]], set[tuple[Any, ...]]]:
+        """Take what the cache holds into the memo: the keys still to score, and those it held."""
+        assert self._cache is not None
+        cache_keys = {k: self._cache_key(k) for k in missing}
+        found = self._cache.get_many(list(cache_keys.values()))
+        hits = {k for k in missing if cache_keys[k] in found}
+        self._memo.update((k, decode_loglikelihood(found[cache_keys[k]].text)) for k in hits)
+        return [k for k in missing if k not in hits], hits
+
+    def _cache_key(self, key: tuple[Any, ...]) -> str:
+        text, context, max_length, stride, prepend_bos, per_token = key
+        identity = self._backend.cache_identity()
+        return loglikelihood_key(identity, text, context, max_length, stride, prepend_bos, per_token)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
@@ -73,8 +104,10 @@ def scoring_rows(suite: Suite, row: ModelRow) -> list[ModelRow]:
 class BackendPool:
     """Loads each distinct model once and frees it after its last use."""
 
-    def __init__(self, suite: Suite, base_dir: Path) -> None:
+    def __init__(self, suite: Suite, base_dir: Path, cache: GenerationCache | None = None) -> None:
+        """``cache``: where scorers keep log-likelihoods across runs (None: only within the run)."""
         self._base_dir = base_dir
+        self._cache = cache
         self._loaded: dict[tuple[Any, ...], Backend] = {}
         self._scorers: dict[tuple[Any, ...], MemoizedScorer] = {}
         self._rows = {row.name: row for row in suite.models}
@@ -110,7 +143,9 @@ class BackendPool:
         target = scoring_row(spec.options.get("model"), row, self._rows)
         key = target.load_key()
         if key not in self._scorers:
-            self._scorers[key] = MemoizedScorer(self.get(target))
+            self._scorers[key] = MemoizedScorer(
+                self.get(target), self._cache, f"{target.backend}:{target.name}"
+            )
         return self._scorers[key]
 
     def release_unused(self, keep: set[tuple[Any, ...]]) -> None:

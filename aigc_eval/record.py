@@ -102,6 +102,8 @@ class Timing(_Record):
     resumed_samples: int | None = None
     truncated_prompts: int | None = None
     cache_hits: int | None = None  # samples taken from the generation cache instead of generated
+    # Texts whose log-likelihood (perplexity) came from the cache instead of the model.
+    scored_from_cache: int | None = None
     generation_s: float | None = None
     generated_tokens: int | None = None
     timed_tokens: int | None = None

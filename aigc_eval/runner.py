@@ -80,7 +80,7 @@ def _execute_all(
 ) -> tuple[list[UnitResult], dict[str, Provenance], BackendPool]:
     """This process's units in plan order; each model is loaded once and freed after the last unit
     needing it."""
-    pool = BackendPool(plan.suite, plan.base_dir)
+    pool = BackendPool(plan.suite, plan.base_dir, cache)
     units = [unit for unit in plan.units if unit.shard.index == world.rank]
     last_use = _last_uses(units, plan)
     results: list[UnitResult] = []

@@ -12,6 +12,10 @@ import numpy as np
 from aigc_eval.metrics.base import Metric, Score
 from aigc_eval.stats import bootstrap_interval
 
+# Resamples evaluated per progress update: a vectorised metric runs a stack at once, so progress is
+# told in steps (a few milliseconds each) instead of once at the end.
+PROGRESS_STEP = 50
+
 
 def resample_count(metric: Metric, stats: np.ndarray, n_resamples: int = 1000) -> int:
     """How many re-aggregations ``aggregate_with_intervals`` will run: the total of its progress."""
@@ -34,7 +38,7 @@ def aggregate_with_intervals(
     re-aggregated cheaply (``resamplable=False``) leaves the interval out; a metric with its own kind
     of interval (``Metric.custom_intervals``: KID's subset std, FID's disjoint draws) gets that
     instead. ``progress(n)`` is told of every finished resample (``resample_count`` gives the
-    total), so long bootstraps can show it.
+    total) in steps of ``PROGRESS_STEP``, so long bootstraps can show it.
     """
     scores = metric.aggregate(stats)  # first: signatures describe the real data, not a resample
     own = metric.custom_intervals(scores, stats, seed) if n_resamples else None
@@ -49,8 +53,13 @@ def aggregate_with_intervals(
         values = outputs.stacked(name)
 
         def stacked(stack: np.ndarray, values: Callable[[np.ndarray], np.ndarray] = values) -> np.ndarray:
-            advance(len(stack))
-            return values(stack)
+            if progress is None:
+                return values(stack)
+            parts = []
+            for start in range(0, len(stack), PROGRESS_STEP):
+                parts.append(values(stack[start : start + PROGRESS_STEP]))
+                advance(len(parts[-1]))
+            return np.concatenate(parts) if parts else np.zeros(0)
 
         interval = bootstrap_interval(
             stats,

@@ -7,8 +7,10 @@ process then runs the suite once, finding every generation and image feature the
 unchanged suite does, with everything imported fresh. Each phase is timed by wrapping the function
 that does it; the phases do not overlap, and "the rest" is what none of them covers. "Model forward
 passes" are the backends' ``generate``/``loglikelihood`` and the image backbones' ``embed`` (with a
-warm cache: only the perplexity scoring). The imports are timed before the run (aigc_eval with its
-metrics, and torch through the backbones); "model loading" includes importing transformers.
+warm cache: none, as the perplexity log-likelihoods are cached too, and no weights are read). The
+imports are timed before the run (aigc_eval with its metrics, and torch through the backbones);
+"tokenizers and configs" includes importing transformers, the meta-device architecture its modeling
+code.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> None:
 
         started = time.perf_counter()
         import aigc_eval.api as api  # the package, its metrics and (through the backbones) torch
+        import aigc_eval.backends.hf as hf
         import aigc_eval.cli  # noqa: F401
         import aigc_eval.finalize as finalize
         import aigc_eval.outputs as outputs
@@ -67,7 +70,9 @@ def main() -> None:
 
         imports = time.perf_counter() - started
         spent: dict[str, float] = {}
-        timed(HFBackend, "__init__", "model loading (transformers import included)", spent)
+        timed(HFBackend, "_load_tokenizer_and_config", "tokenizers and configs (transformers import)", spent)
+        timed(HFBackend, "_load_model", "model weights", spent)
+        timed(hf, "_fusable_activations", "architecture on the meta device (fused-GELU count)", spent)
         for method in ("generate", "loglikelihood"):
             timed(HFBackend, method, "model forward passes", spent)
         timed(Backbone, "embed", "model forward passes", spent)

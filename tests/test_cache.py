@@ -4,6 +4,7 @@ writing at once, pruning by last use, clearing, stats, and caches that cannot be
 from __future__ import annotations
 
 import hashlib
+import math
 import multiprocessing
 import sqlite3
 import time
@@ -15,8 +16,17 @@ from typing import Any
 import pytest
 
 from aigc_eval import cache as cache_module
-from aigc_eval.backends.base import GenerationSettings
-from aigc_eval.cache import CHUNK, FILE_NAME, CachedGeneration, GenerationCache, generation_key
+from aigc_eval.backends.base import GenerationSettings, TokenLogLikelihood
+from aigc_eval.cache import (
+    CHUNK,
+    FILE_NAME,
+    CachedGeneration,
+    GenerationCache,
+    decode_loglikelihood,
+    encode_loglikelihood,
+    generation_key,
+    loglikelihood_key,
+)
 from aigc_eval.errors import UserError
 
 IDENTITY = {"backend": "hf", "model": "demo-gpt2", "weights_sha256": "ab" * 32, "dtype": "float32"}
@@ -141,8 +151,53 @@ def test_key_changes_with_prompt_and_seed_only_when_given() -> None:
 
 
 def test_key_refuses_nan() -> None:
-    with pytest.raises(ValueError, match="generation_key"):
+    with pytest.raises(ValueError, match="cache key"):
         generation_key({**IDENTITY, "scale": float("nan")}, GREEDY, "p", None)
+
+
+LOGLIKELIHOOD_REQUEST: dict[str, Any] = {
+    "text": " the cat sat",
+    "context": "Once",
+    "max_length": 64,
+    "stride": 32,
+    "prepend_bos": True,
+    "per_token": False,
+}
+CHANGED_REQUEST: dict[str, Any] = {
+    "text": " the cat sat.",
+    "context": None,
+    "max_length": None,
+    "stride": 16,
+    "prepend_bos": False,
+    "per_token": True,
+}
+
+
+@pytest.mark.parametrize("field", sorted(CHANGED_REQUEST))
+def test_loglikelihood_key_changes_with_each_part_of_the_request(field: str) -> None:
+    base = loglikelihood_key(IDENTITY, **LOGLIKELIHOOD_REQUEST)
+    assert loglikelihood_key(IDENTITY, **{**LOGLIKELIHOOD_REQUEST, field: CHANGED_REQUEST[field]}) != base
+    assert loglikelihood_key({**IDENTITY, "dtype": "bfloat16"}, **LOGLIKELIHOOD_REQUEST) != base
+    # A generation of the same text is another entry, never this one.
+    assert generation_key(IDENTITY, GREEDY, LOGLIKELIHOOD_REQUEST["text"], None) != base
+
+
+@pytest.mark.parametrize(
+    "scored",
+    [
+        TokenLogLikelihood(0.0, 0),
+        TokenLogLikelihood(12.345678901234567, 7),
+        TokenLogLikelihood(math.fsum([0.1] * 3), 3, (0.1, 1e-300, 2.2250738585072014e-308)),
+        TokenLogLikelihood(5e-324, 1, (5e-324,)),
+    ],
+)
+def test_a_stored_loglikelihood_comes_back_bit_for_bit(tmp_path: Path, scored: TokenLogLikelihood) -> None:
+    with GenerationCache.open(tmp_path) as cache:
+        cache.put_many([("k", encode_loglikelihood(scored), scored.tokens, "hf:m log-likelihood")])
+    with GenerationCache.open(tmp_path) as cache:
+        back = decode_loglikelihood(cache.get_many(["k"])["k"].text)
+    assert back == scored
+    assert [x.hex() for x in back.token_nll or ()] == [x.hex() for x in scored.token_nll or ()]
 
 
 def _hammer(directory: str, worker: int, rounds: int, barrier: Any, results: Any) -> None:

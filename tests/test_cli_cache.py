@@ -64,7 +64,7 @@ def test_stats_of_a_new_cache_creates_it(tmp_path: Path, monkeypatch, capsys) ->
 
 def test_clear(cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cache", "clear"]) == 0
-    assert capsys.readouterr().out == f"removed 5 generations from {cache_dir / FILE_NAME}\n"
+    assert capsys.readouterr().out == f"removed 5 entries from {cache_dir / FILE_NAME}\n"
     with GenerationCache.open(cache_dir) as cache:
         assert cache.stats().entries == 0
 
@@ -77,7 +77,7 @@ def test_prune_units(cache_dir: Path, capsys: pytest.CaptureFixture[str], age: s
     assert main(["cache", "prune", "--older-than", age]) == 0
     removed = len(AGES) - len(kept)
     assert capsys.readouterr().out == (
-        f"removed {removed} generations last used over {age} ago from {cache_dir / FILE_NAME}\n"
+        f"removed {removed} entries last used over {age} ago from {cache_dir / FILE_NAME}\n"
     )
     with GenerationCache.open(cache_dir) as cache:
         assert "".join(sorted(cache.get_many(list(AGES)))) == kept

@@ -11,9 +11,10 @@ from pathlib import Path
 import nltk
 import numpy as np
 import pytest
+from rouge_score import rouge_scorer
 from rouge_score.rouge_scorer import RougeScorer
 
-from aigc_eval.metrics import rouge, rouge_fast
+from aigc_eval.metrics import rouge_fast
 from aigc_eval.metrics.rouge import ROUGE
 from aigc_eval.metrics.tokenize import RougeTokenizerName, rouge_tokenizer
 
@@ -81,7 +82,7 @@ def fast_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the metric used rouge-score although rouge-score-rs is installed")
 
-    monkeypatch.setattr(rouge, "RougeScorer", refuse)
+    monkeypatch.setattr(rouge_scorer, "RougeScorer", refuse)  # rouge.py imports it from there on use
 
 
 ENGLISH = (
@@ -340,7 +341,7 @@ def test_signature_does_not_depend_on_the_implementation(monkeypatch: pytest.Mon
     fast = ROUGE(ROUGE.Options(use_stemmer=True))
     fast_scores = fast.aggregate(fast.sample_stats(*ENGLISH))
     monkeypatch.setitem(sys.modules, "rouge_score_rs", None)
-    monkeypatch.setattr(rouge, "RougeScorer", RougeScorer)
+    monkeypatch.setattr(rouge_scorer, "RougeScorer", RougeScorer)
     slow = ROUGE(ROUGE.Options(use_stemmer=True))
     slow_scores = slow.aggregate(slow.sample_stats(*ENGLISH))
     assert fast_scores == slow_scores
@@ -356,13 +357,13 @@ def test_fallback_without_rouge_score_rs_runs_rouge_score(
     monkeypatch.setitem(sys.modules, "rouge_score_rs", None)  # `import rouge_score_rs` raises ImportError
     assert rouge_fast.native() is None
     calls = []
-    real = rouge.RougeScorer.score_multi
+    real = RougeScorer.score_multi
 
     def counted(self: RougeScorer, targets: list[str], prediction: str) -> dict:
         calls.append(prediction)
         return real(self, targets, prediction)
 
-    monkeypatch.setattr(rouge.RougeScorer, "score_multi", counted)
+    monkeypatch.setattr(RougeScorer, "score_multi", counted)
     rows = metric_rows(TYPES, *data, tokenizer=tokenizer, use_stemmer=True)
     assert calls == data[0]  # the metric's rows came from rouge-score, one call per sample
     assert_bit_identical(rows, reference(TYPES, *data, tokenizer=tokenizer, use_stemmer=True))

@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -285,6 +286,17 @@ def _placement(model: torch.nn.Module) -> dict[str, str]:
     }
 
 
+def _fusable_activations(config: transformers.PretrainedConfig, trust_remote_code: bool) -> int:
+    """How many modules ``fuse_activations`` would swap in this architecture, counted on an empty
+    (meta-device) instance: no weights are read or allocated."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return fuse_activations(skeleton)
+
+
 def _device_types(model: torch.nn.Module) -> str:
     """The kinds of device the model computes on ("cpu", "cuda", "cpu+cuda" when offloaded): float
     results differ between kinds, not between two GPUs of one kind."""
@@ -448,11 +460,33 @@ class HFBackend(Backend):
             )
         if self._local:
             check_model_folder(self._folder, f"model {row.path!r}")
-        self.tokenizer, self.model = self._load(row.trust_remote_code)
-        self.fused_activations = fuse_activations(self.model) if row.fused_activations else 0
-        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self.tokenizer, self._config = self._load_tokenizer_and_config(row.trust_remote_code)
+        self._model: torch.nn.Module | None = None
+        self._fused: int | None = None
+        self._keeps_logits = False
         self._weights_sha256: str | None = None
         self._identity: dict[str, Any] | None = None
+        if self.device_map is not None:
+            self._load_model()  # accelerate's placement decides where inputs go: needed now
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network, loaded on first use: a run whose every generation and log-likelihood is
+        cached (an unchanged rerun) never reads the weights."""
+        if self._model is None:
+            self._load_model()
+        assert self._model is not None
+        return self._model
+
+    @property
+    def fused_activations(self) -> int:
+        """How many tanh-GELUs run as PyTorch's fused kernel (``fuse_activations``); before the
+        weights load, counted on an empty (meta-device) copy of the architecture."""
+        if not self.row.fused_activations:
+            return 0
+        if self._fused is None:
+            self._fused = _fusable_activations(self._config, self.row.trust_remote_code)
+        return self._fused
 
     @classmethod
     def check_row(cls, row: ModelRow, base_dir: Path, where: Callable[[str], str]) -> int | None:
@@ -461,36 +495,63 @@ class HFBackend(Backend):
         folder = model_folder(row, base_dir, where("path"))
         return context_length(folder) if folder is not None else None
 
-    def _load(self, trust_remote_code: bool) -> tuple[transformers.PreTrainedTokenizerBase, torch.nn.Module]:
-        from safetensors import SafetensorError
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def _load_tokenizer_and_config(
+        self, trust_remote_code: bool
+    ) -> tuple[transformers.PreTrainedTokenizerBase, transformers.PretrainedConfig]:
+        """Tokenizer and config, loaded with the backend (small files): what truncation, cache keys
+        and provenance need; the weights wait for ``model``."""
+        from transformers import AutoConfig, AutoTokenizer
 
-        safetensors = True if self._local and any(self._folder.glob("*.safetensors")) else None
-        common = {"revision": self.revision, "trust_remote_code": trust_remote_code}
-        mapped = {"device_map": self.device_map} if self.device_map is not None else {}
-        if mapped and importlib.util.find_spec("accelerate") is None:
+        if self.device_map is not None and importlib.util.find_spec("accelerate") is None:
             raise UserError(f"device_map: {self.device_map!r} needs accelerate; pip install accelerate")
-        try:
+        common = {"revision": self.revision, "trust_remote_code": trust_remote_code}
+        with self._load_errors():
             tokenizer = AutoTokenizer.from_pretrained(self.path, padding_side="left", **common)
-            model = AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=self.dtype, use_safetensors=safetensors, **mapped, **common
-            )
-        except SafetensorError as err:
-            raise self._corrupt_weights(err) from err
-        except (OSError, ValueError) as err:
-            reason = " ".join(str(err).split())
-            where = "the folder" if self._local else "the hub id, revision and network (or HF_HUB_OFFLINE)"
-            raise UserError(f"cannot load model {self.path!r}: {reason} (check {where})") from err
+            config = AutoConfig.from_pretrained(self.path, **common)
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise UserError(f"tokenizer of {self.path!r} has neither a pad nor an eos token; add one")
             tokenizer.pad_token = tokenizer.eos_token
         if self.chat and not tokenizer.chat_template:
             raise UserError(f"model {self.path!r} has no chat template; set `chat: false`")
+        return tokenizer, config
+
+    def _load_model(self) -> None:
+        from transformers import AutoModelForCausalLM
+
+        safetensors = True if self._local and any(self._folder.glob("*.safetensors")) else None
+        mapped = {"device_map": self.device_map} if self.device_map is not None else {}
+        with self._load_errors():
+            model = AutoModelForCausalLM.from_pretrained(
+                self.path,
+                config=self._config,
+                dtype=self.dtype,
+                use_safetensors=safetensors,
+                revision=self.revision,
+                trust_remote_code=self.row.trust_remote_code,
+                **mapped,
+            )
         if mapped:
             self.device = model.device  # where the input embeddings are, so where inputs go
-            return tokenizer, model.eval()
-        return tokenizer, model.to(self.device).eval()
+        else:
+            model = model.to(self.device)
+        self._fused = fuse_activations(model) if self.row.fused_activations else 0
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._model = model.eval()
+
+    @contextmanager
+    def _load_errors(self) -> Iterator[None]:
+        """A damaged weights file, a missing file or an unreachable hub id as one ``UserError``."""
+        from safetensors import SafetensorError
+
+        try:
+            yield
+        except SafetensorError as err:
+            raise self._corrupt_weights(err) from err
+        except (OSError, ValueError) as err:
+            reason = " ".join(str(err).split())
+            where = "the folder" if self._local else "the hub id, revision and network (or HF_HUB_OFFLINE)"
+            raise UserError(f"cannot load model {self.path!r}: {reason} (check {where})") from err
 
     def _corrupt_weights(self, err: SafetensorError) -> UserError:
         """A truncated or damaged safetensors file (an interrupted download or save), named."""
@@ -647,7 +708,7 @@ class HFBackend(Backend):
     # -- log-likelihood -----------------------------------------------------------------------------
 
     def context_length(self) -> int | None:
-        config = self.model.config
+        config = self._config
         return next((v for v in (getattr(config, k, None) for k in CONTEXT_KEYS) if v), None)
 
     def loglikelihood(
@@ -843,7 +904,7 @@ class HFBackend(Backend):
                 "chat_template_sha256": chat_template_sha256(self.tokenizer) if self.chat else None,
                 "system": self.system if self.chat else None,
                 "dtype": str(self.dtype).removeprefix("torch."),
-                "device_type": _device_types(self.model),
+                "device_type": _device_types(self.model) if self.device_map is not None else self.device.type,
                 "context_length": self.context_length(),
                 "fused_activations": self.fused_activations,
                 "trust_remote_code": self.row.trust_remote_code,

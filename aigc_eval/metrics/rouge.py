@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Literal
 
-import nltk
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from rouge_score.rouge_scorer import RougeScorer
 
 from aigc_eval.errors import UserError
 from aigc_eval.metrics import rouge_fast
@@ -129,6 +127,8 @@ class ROUGE(Metric):
         self, predictions: Sequence[str], references: References, tokenizer: RougeTokenizerName
     ) -> np.ndarray:
         """P/R/F per type from rouge-score itself: the fallback without rouge-score-rs."""
+        from rouge_score.rouge_scorer import RougeScorer  # imports NLTK and SciPy: 1 s, when needed
+
         scorer = RougeScorer(
             list(self.outputs),
             split_summaries=self.options.split_summaries,
@@ -242,6 +242,8 @@ def _clip(text: str, width: int = 40) -> str:
 
 def _require_punkt() -> None:
     """split_summaries uses nltk.sent_tokenize, whose model is a separate download."""
+    import nltk  # with SciPy's statistics: 1 s, so only for split_summaries
+
     try:
         nltk.sent_tokenize("One. Two.")
     except LookupError as exc:

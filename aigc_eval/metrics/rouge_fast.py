@@ -22,7 +22,6 @@ import itertools
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-import nltk
 import numpy as np
 
 from aigc_eval.metrics.base import References
@@ -97,7 +96,7 @@ def _score_tokens(
 
     def sentences(text: str) -> str:
         # rouge-score's rougeLsum: newline-separated (or nltk) sentences, empty strings dropped.
-        parts = nltk.sent_tokenize(text) if split_summaries else text.split("\n")
+        parts = _sent_tokenize(text) if split_summaries else text.split("\n")
         return "\n".join(encode(s) for s in parts if s)
 
     summary = [t for t in types if t == "rougeLsum"]
@@ -131,3 +130,9 @@ def _best_per_type(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         pick = np.argmax(block[:, :, 2], axis=0)  # the first maximum, as rouge-score
         best[i] = block[pick, np.arange(block.shape[1])]
     return best
+
+
+def _sent_tokenize(text: str) -> list[str]:
+    import nltk  # with SciPy's statistics: 1 s, so only for split_summaries
+
+    return nltk.sent_tokenize(text)

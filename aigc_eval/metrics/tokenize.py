@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from typing import Literal, Protocol
 
 import regex
-from rouge_score.tokenizers import DefaultTokenizer, Tokenizer
 
 from aigc_eval.errors import UserError
 
@@ -210,8 +209,8 @@ def is_cjk_language(lang: str | None) -> bool:
     return primary_language(lang) in CJK_LANGS
 
 
-class CJKTokenizer(Tokenizer):
-    """A rouge-score tokenizer: CJK characters become tokens, the rest is rouge-score's.
+class CJKTokenizer:
+    """A tokenizer for rouge-score's scorers: CJK characters become tokens, the rest is rouge-score's.
 
     Text between CJK characters goes through rouge-score's ``DefaultTokenizer``
     (lowercase, ``[a-z0-9]`` runs, Porter stemming of words longer than 3 when
@@ -220,7 +219,7 @@ class CJKTokenizer(Tokenizer):
     """
 
     def __init__(self, use_stemmer: bool = False, default: WordTokenizer | None = None) -> None:
-        self._default = default or DefaultTokenizer(use_stemmer)
+        self._default = default or _rouge_score_default(use_stemmer)
 
     def tokenize(self, text: str) -> list[str]:
         tokens: list[str] = []
@@ -233,8 +232,8 @@ class CJKTokenizer(Tokenizer):
         return tokens
 
 
-class UnicodeTokenizer(Tokenizer):
-    """A rouge-score tokenizer for every script: no letter, mark or digit is dropped.
+class UnicodeTokenizer:
+    """A tokenizer for rouge-score's scorers and every script: no letter, mark or digit is dropped.
 
     Case-folded text becomes tokens: each CJK character, each grapheme cluster of Thai, Lao, Khmer
     and Myanmar (written without spaces), and each run of other letters with their combining marks
@@ -245,7 +244,7 @@ class UnicodeTokenizer(Tokenizer):
     """
 
     def __init__(self, use_stemmer: bool = False, default: WordTokenizer | None = None) -> None:
-        self._default = default or DefaultTokenizer(use_stemmer)
+        self._default = default or _rouge_score_default(use_stemmer)
         self._stem = use_stemmer
 
     def tokenize(self, text: str) -> list[str]:
@@ -269,4 +268,12 @@ def rouge_tokenizer(
         return UnicodeTokenizer(use_stemmer, default)
     if name == "cjk":
         return CJKTokenizer(use_stemmer, default)
-    return default or DefaultTokenizer(use_stemmer)
+    return default or _rouge_score_default(use_stemmer)
+
+
+def _rouge_score_default(use_stemmer: bool) -> WordTokenizer:
+    """rouge-score's ``DefaultTokenizer``, imported on first use: it imports NLTK (and SciPy's
+    statistics), a second that runs without ROUGE, or on rouge-score-rs's tokenizer, never need."""
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    return DefaultTokenizer(use_stemmer)
