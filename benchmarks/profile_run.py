@@ -69,7 +69,7 @@ def main() -> None:
         from aigc_eval.features.base import Backbone
 
         imports = time.perf_counter() - started
-        spent: dict[str, float] = {}
+        spent: dict[str, float] = {"model forward passes": 0.0}  # shown even when nothing ran
         timed(HFBackend, "_load_tokenizer_and_config", "tokenizers and configs (transformers import)", spent)
         timed(HFBackend, "_load_model", "model weights", spent)
         timed(hf, "_fusable_activations", "architecture on the meta device (fused-GELU count)", spent)
