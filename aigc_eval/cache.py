@@ -5,8 +5,9 @@ what decides the output (the backend's ``cache_identity()``, the decoding settin
 and the sampling seed), so any run asking a model the same question again reuses the answer,
 whatever suite, task or run folder it comes from. The log-likelihood of a text (what perplexity is
 made of) is stored the same way under ``loglikelihood_key`` (identity, text, context, window,
-stride, BOS), as JSON in the same table, labelled ``"... log-likelihood"``; so a rerun of an
-unchanged suite needs neither generation nor scoring and loads no model.
+stride, BOS), as JSON in the same table, labelled ``"... log-likelihood"``, and so are facts a
+backend derives from its files (``derived_key``); so a rerun of an unchanged suite needs neither
+generation nor scoring and loads no model.
 
 The cache is one SQLite file, ``generations.sqlite3``, in ``$AIGC_EVAL_CACHE_DIR`` when set, else
 ``$XDG_CACHE_HOME/aigc-eval/generations`` (``~/.cache`` by default). It runs in WAL mode with a
@@ -126,6 +127,12 @@ def loglikelihood_key(
             "per_token": per_token,
         }
     )
+
+
+def derived_key(kind: str, inputs: Mapping[str, Any]) -> str:
+    """The cache key of something a backend derives from its files (``kind``, e.g. the HF backend's
+    fused-GELU count) and could recompute from ``inputs`` (hashes and library versions)."""
+    return _sha256_json({"version": KEY_VERSION, "kind": kind, "identity": dict(inputs)})
 
 
 def encode_loglikelihood(scored: TokenLogLikelihood) -> str:

@@ -133,9 +133,12 @@ class BackendPool:
     def _create(self, row: ModelRow) -> Backend:
         where = f"models[{self._index[row.name]}] ({row.name})" if row.name in self._index else row.name
         try:
-            return create_backend(row.with_paths(self.resolve_path))
+            backend = create_backend(row.with_paths(self.resolve_path))
         except UserError as error:
             raise UserError(f"{where}: {error}") from None
+        if self._cache is not None:
+            backend.use_cache(self._cache)
+        return backend
 
     def scorer(self, spec: MetricSpec, row: ModelRow) -> MemoizedScorer:
         """The model a model-backed metric scores with: a named row, a path (checked by

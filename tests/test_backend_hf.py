@@ -398,6 +398,8 @@ def test_fused_activations_match_transformers_own(tiny_lm_dir: Path, backend: HF
     plain = hf(str(tiny_lm_dir), dtype="float32", device="cpu", fused_activations=False)
     assert plain.fused_activations == 0
     assert all(isinstance(block.mlp.act, NewGELUActivation) for block in plain.model.transformer.h)
+    unloaded = hf(str(tiny_lm_dir), dtype="float32", device="cpu")  # counted before any weight is read
+    assert unloaded.fused_activations == 2 and unloaded._model is None
     texts = [LONG, *TEXTS]
     for fused, exact in zip(
         backend.loglikelihood(texts, 32, 8), plain.loglikelihood(texts, 32, 8), strict=True

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from aigc_eval.api import Run, run
+from aigc_eval.backends import hf
 from aigc_eval.backends.hf import HFBackend
 from tests.test_distributed import write_suite
 
@@ -26,15 +27,21 @@ def _sample_scores(result: Run) -> list[tuple[str, ...]]:
 
 @pytest.fixture
 def weight_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The model paths whose weights were read, in order (a spy around the real loader)."""
+    """The model paths whose weights were read, in order, and "skeleton" for every meta-device
+    architecture built to count fused GELUs (spies around the real functions)."""
     loads: list[str] = []
-    load = HFBackend._load_model
+    load, count = HFBackend._load_model, hf._fusable_activations
 
-    def spy(backend: HFBackend) -> None:
+    def spy_load(backend: HFBackend) -> None:
         loads.append(backend.path)
         load(backend)
 
-    monkeypatch.setattr(HFBackend, "_load_model", spy)
+    def spy_count(*args: object) -> int:
+        loads.append("skeleton")
+        return count(*args)
+
+    monkeypatch.setattr(HFBackend, "_load_model", spy_load)
+    monkeypatch.setattr(hf, "_fusable_activations", spy_count)
     return loads
 
 
@@ -47,7 +54,7 @@ def test_a_warm_rerun_loads_no_weights_and_changes_no_number(
     weight_loads.clear()
 
     rerun = run(suite, output_dir=tmp_path / "rerun")
-    assert weight_loads == []
+    assert weight_loads == []  # nor a skeleton: the fused-GELU count was cached too
     for entry in rerun.record.results:
         assert (entry.timing.cache_hits, entry.timing.scored_from_cache) == (N, N), entry.model
     assert _scores(rerun) == _scores(first)

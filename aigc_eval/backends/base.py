@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aigc_eval.errors import UserError
 
 if TYPE_CHECKING:
+    from aigc_eval.cache import GenerationCache
     from aigc_eval.config import ModelRow
     from aigc_eval.record import Provenance
 
@@ -165,6 +166,11 @@ class Backend(ABC):
         text for the same (settings, prompt, seed), so a cache of generations may key on it.
         Computed once per loaded model."""
         raise self._cannot("generate")
+
+    def use_cache(self, cache: GenerationCache) -> None:
+        """Where the backend may keep what it derives from its files across runs (the HF backend: its
+        fused-GELU count, which otherwise needs the model's code). The default keeps nothing."""
+        return None
 
     def truncated_prompts(self, prompts: Sequence[str], settings: GenerationSettings) -> int:
         """How many of ``prompts`` ``generate`` cuts from the left (lm-eval's convention) so that

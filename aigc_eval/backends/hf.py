@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from safetensors import SafetensorError
     from transformers import GenerationConfig
 
+    from aigc_eval.cache import GenerationCache
+
 _DTYPES = ("float32", "bfloat16", "float16")
 T = TypeVar("T")
 R = TypeVar("R")
@@ -463,6 +465,7 @@ class HFBackend(Backend):
         self.tokenizer, self._config = self._load_tokenizer_and_config(row.trust_remote_code)
         self._model: torch.nn.Module | None = None
         self._fused: int | None = None
+        self._cache: GenerationCache | None = None
         self._keeps_logits = False
         self._weights_sha256: str | None = None
         self._identity: dict[str, Any] | None = None
@@ -485,8 +488,33 @@ class HFBackend(Backend):
         if not self.row.fused_activations:
             return 0
         if self._fused is None:
-            self._fused = _fusable_activations(self._config, self.row.trust_remote_code)
+            self._fused = self._counted_fusable_activations()
         return self._fused
+
+    def use_cache(self, cache: GenerationCache) -> None:
+        self._cache = cache
+
+    def _counted_fusable_activations(self) -> int:
+        """The meta-device count, kept in the cache by config, model code and transformers version
+        (building the skeleton imports the modeling code: over a second, on every rerun)."""
+        import transformers
+
+        from aigc_eval.cache import derived_key
+
+        folder, _ = self._snapshot()
+        if self._cache is None or folder is None:
+            return _fusable_activations(self._config, self.row.trust_remote_code)
+        inputs = {
+            "transformers": transformers.__version__,
+            **folder_identity(folder, self.row.trust_remote_code),
+        }
+        key = derived_key("fusable_activations", inputs)
+        found = self._cache.get_many([key]).get(key)
+        if found is not None:
+            return int(found.text)
+        count = _fusable_activations(self._config, self.row.trust_remote_code)
+        self._cache.put_many([(key, str(count), None, f"hf:{self.path} architecture")])
+        return count
 
     @classmethod
     def check_row(cls, row: ModelRow, base_dir: Path, where: Callable[[str], str]) -> int | None:
