@@ -128,3 +128,42 @@ def test_perplexity_stacked_values_equal_values_including_no_tokens() -> None:
         for value, rows_of_set in zip(stacked, stack, strict=True):
             assert _same({"perplexity": float(value)}, metric.values(rows_of_set))
     assert math.isnan(metric.stacked_values(sums[-1:, None])["perplexity"][0])  # no tokens: undefined
+
+
+def _random_counts(rng: np.random.Generator, rows: int, width: int) -> np.ndarray:
+    """Counts from 0 to large, a third of them zero: every branch of sacrebleu's score functions."""
+    counts = rng.integers(0, 10 ** rng.integers(1, 7, (rows, width)))
+    return np.where(rng.random((rows, width)) < 0.33, 0, counts)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        *(
+            ("bleu", {"smooth_method": method, "effective_order": effective, "max_ngram_order": order})
+            for method in ("exp", "floor", "add-k", "none")
+            for effective in (False, True)
+            for order in (1, 2, 4)
+        ),
+        ("bleu", {"smooth_method": "add-k", "smooth_value": 0.5}),
+        ("bleu", {"smooth_method": "floor", "smooth_value": 0.01}),
+        *(("chrf", {"beta": beta}) for beta in (0, 1, 2, 3)),
+        ("chrf", {"char_order": 1, "word_order": 2}),
+        ("chrf++", {"eps_smoothing": True}),
+        ("ter", {}),
+    ],
+)
+def test_vectorised_sacrebleu_scores_equal_sacrebleu_on_random_sums(
+    name: str, options: dict[str, object]
+) -> None:
+    """The array form of sacrebleu's score functions against sacrebleu itself, on 3,000 summed rows
+    of random counts (zeros in every position, lengths shorter and longer than the references)."""
+    metric = build_metric(name, options)
+    width = metric.sample_stats(["a b"], [["a b"]]).shape[1]  # statistics plus the reference count
+    sums = _random_counts(np.random.default_rng(len(str(options)) + width), 3000, width)
+    if name == "ter":
+        sums = sums.astype(np.float64) / 3  # TER's averaged reference lengths are fractions
+    got = metric.stacked_values(sums[:, None])[metric.outputs[0]]
+    compute = metric._corpus._compute_score_from_stats  # type: ignore[attr-defined]
+    expected = [float(compute(row).score) for row in sums[:, :-1].tolist()]
+    assert [x.hex() for x in got.tolist()] == [x.hex() for x in expected]

@@ -14,6 +14,7 @@ warning counts the whole corpus, which chunks would split.
 from __future__ import annotations
 
 import functools
+import math
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
@@ -22,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sacrebleu import metrics as sb
 from sacrebleu.metrics.bleu import MAX_NGRAM_ORDER
+from sacrebleu.utils import my_log
 
 from aigc_eval.errors import UserError
 from aigc_eval.metrics.base import Metric, MetricContext, References, SampleInputs, Score, check_aligned
@@ -94,16 +96,14 @@ class _SacreMetric(Metric):
     def stacked_values(self, stack: np.ndarray) -> dict[str, np.ndarray]:
         if stack.shape[1] != 1:
             return super().stacked_values(stack)
-        # Summed rows (resampling is additive): sacrebleu's score of each sum, without the summing
-        # (a sum of one row is that row) or our Score objects.
-        score = self._score_of_sum
-        return {
-            self.outputs[0]: np.array([score(row) for row in stack[:, 0, :-1].tolist()], dtype=np.float64)
-        }
+        # Summed rows (resampling is additive): the score of each sum (a sum of one row is that row).
+        return {self.outputs[0]: self._scores_of_sums(stack[:, 0, :-1])}
 
-    def _score_of_sum(self, summed: list[Any]) -> float:
-        """sacrebleu's corpus score of summed statistics."""
-        return float(self._corpus._compute_score_from_stats(summed).score)
+    def _scores_of_sums(self, sums: np.ndarray) -> np.ndarray:
+        """sacrebleu's corpus score of each row of summed statistics. Subclasses vectorise it with
+        sacrebleu's float operations in sacrebleu's order, so every value is the same bit for bit."""
+        compute = self._corpus._compute_score_from_stats
+        return np.array([float(compute(row).score) for row in sums.tolist()], dtype=np.float64)
 
     def _corpus_score(self, stats: np.ndarray) -> Any:
         # sacrebleu sums the rows itself (sequential Python sums, as in corpus_score).
@@ -181,6 +181,51 @@ class BLEU(_SacreMetric):
     def _width(self) -> int:
         return 2 + 2 * self.options.max_ngram_order
 
+    def _scores_of_sums(self, sums: np.ndarray) -> np.ndarray:
+        """``BLEU.compute_bleu`` of every summed row: the precisions (its loop over n-gram orders,
+        with smoothing and the break at the first order without n-grams) as array operations, then
+        per row sacrebleu's own ``my_log``, Python's ``sum`` and ``math.exp``, as it calls them."""
+        corpus, order = self._corpus, self.options.max_ngram_order
+        method = corpus.smooth_method
+        smooth = corpus.smooth_value if corpus.smooth_value is not None else sb.BLEU.SMOOTH_DEFAULTS[method]
+        correct = sums[:, 2 : 2 + order].astype(np.float64)
+        total = sums[:, 2 + order : 2 + 2 * order].astype(np.float64)
+        precisions = np.zeros_like(correct)
+        alive = np.ones(len(sums), dtype=bool)
+        effective = np.full(len(sums), order)
+        mteval = np.ones(len(sums))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for n in range(order):
+                if method == "add-k" and n > 0:
+                    correct[:, n] += smooth
+                    total[:, n] += smooth
+                alive &= total[:, n] != 0
+                if corpus.effective_order:
+                    effective = np.where(alive, n + 1, effective)
+                unmatched = alive & (correct[:, n] == 0)
+                if method == "exp":
+                    mteval = np.where(unmatched, mteval * 2, mteval)
+                    found = 100.0 / (mteval * total[:, n])
+                else:
+                    found = 100.0 * (smooth or 0.0) / total[:, n]
+                if method in ("exp", "floor"):
+                    precisions[:, n] = np.where(unmatched, found, precisions[:, n])
+                matched = alive & (correct[:, n] != 0)
+                precisions[:, n] = np.where(matched, 100.0 * correct[:, n] / total[:, n], precisions[:, n])
+        any_match = (sums[:, 2 : 2 + order] != 0).any(axis=1)
+        scores = []
+        for (sys_len, ref_len), row, eff, matches in zip(
+            sums[:, :2].tolist(), precisions.tolist(), effective.tolist(), any_match.tolist(), strict=True
+        ):
+            if not matches:  # sacrebleu's early return (#141)
+                scores.append(0.0)
+                continue
+            bp = 1.0
+            if sys_len < ref_len:
+                bp = math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0
+            scores.append(bp * math.exp(sum([my_log(p) for p in row[:eff]]) / eff))
+        return np.array(scores, dtype=np.float64)
+
     def _details(self, score: Any) -> dict[str, float]:
         precisions = {f"p{n}": float(p) for n, p in enumerate(score.precisions, start=1)}
         return {"bp": float(score.bp), "sys_len": score.sys_len, "ref_len": score.ref_len, **precisions}
@@ -220,8 +265,33 @@ class CHRF(_SacreMetric):
     def _width(self) -> int:
         return 3 * (self.options.char_order + self.options.word_order)
 
-    def _score_of_sum(self, summed: list[Any]) -> float:
-        return float(self._corpus._compute_f_score(summed))  # the score CHRFScore would hold
+    def _scores_of_sums(self, sums: np.ndarray) -> np.ndarray:
+        """``CHRF._compute_f_score`` of every summed row, its loop over orders as array operations
+        (the same IEEE operations in the same order: equal bit for bit)."""
+        corpus, eps = self._corpus, 1e-16
+        factor = corpus.beta**2
+        stats = sums.astype(np.float64)
+        score = np.zeros(len(sums))
+        avg_prec, avg_rec = np.zeros(len(sums)), np.zeros(len(sums))
+        effective = np.zeros(len(sums), dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for i in range(corpus.order):
+                n_hyp, n_ref, n_match = stats[:, 3 * i], stats[:, 3 * i + 1], stats[:, 3 * i + 2]
+                prec = np.where(n_hyp > 0, n_match / n_hyp, eps)
+                rec = np.where(n_ref > 0, n_match / n_ref, eps)
+                denom = factor * prec + rec
+                score = score + np.where(denom > 0, (1 + factor) * prec * rec / denom, eps)
+                both = (n_hyp > 0) & (n_ref > 0)
+                avg_prec = np.where(both, avg_prec + prec, avg_prec)
+                avg_rec = np.where(both, avg_rec + rec, avg_rec)
+                effective += both
+            if corpus.eps_smoothing:
+                return 100 * score / corpus.order
+            avg_prec = np.where(effective == 0, 0.0, avg_prec / effective)
+            avg_rec = np.where(effective == 0, 0.0, avg_rec / effective)
+            combined = (1 + factor) * avg_prec * avg_rec
+            combined = combined / ((factor * avg_prec) + avg_rec)
+        return np.where(avg_prec + avg_rec != 0, 100 * combined, 0.0)
 
 
 @metrics.register("chrf++")
@@ -269,6 +339,14 @@ class TER(_SacreMetric):
 
     def _width(self) -> int:
         return 2
+
+    def _scores_of_sums(self, sums: np.ndarray) -> np.ndarray:
+        """``TER._compute_score_from_stats`` of every summed row (edits / reference words, 1 for
+        edits against empty references, 0 for nothing against nothing), in percent."""
+        edits, ref_length = sums[:, 0].astype(np.float64), sums[:, 1].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(ref_length > 0, edits / ref_length, np.where(edits > 0, 1.0, 0.0))
+        return 100 * rate
 
     def _details(self, score: Any) -> dict[str, float]:
         return {"num_edits": score.num_edits, "ref_length": float(score.ref_length)}
