@@ -188,6 +188,33 @@ def single(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return outcome(only_run(tmp / "out"))
 
 
+def test_accelerate_launch_equals_one_process(
+    single: dict[str, Any], tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    """``accelerate launch --multi_gpu`` starts its processes through torchrun's launcher and sets the
+    same variables: the same run (here on CPU processes over gloo; accelerate's ``--cpu`` would start
+    one process, or MPI ones)."""
+    pytest.importorskip("accelerate")
+    suite = write_suite(tmp_path, tiny_lm_dir)
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launcher += ["--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), "-m", "aigc_eval"]
+    env = {**_env(tmp_path), "HF_HOME": str(tmp_path / "hf-home")}  # no accelerate config of the user's
+    process = subprocess.Popen(
+        [*launcher, "run", str(suite), "--output-dir", "out", "--quiet", "--no-cache"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    finish(process)
+    run_dir = only_run(tmp_path / "out")
+    assert outcome(run_dir) == single
+    assert json.loads((run_dir / "results.json").read_text())["environment"]["processes"] == 2
+
+
 def test_two_processes_equal_one(single: dict[str, Any], tiny_lm_dir: Path, tmp_path: Path) -> None:
     suite = write_suite(tmp_path, tiny_lm_dir)
     finish(torchrun(["run", str(suite), "--output-dir", "out", "--quiet", "--no-cache"], 2, tmp_path))
