@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from aigc_eval.backends import create_backend, scorer_for
+from aigc_eval.backends import hf as hf_module
 from aigc_eval.backends.base import GenerationSettings
 from aigc_eval.backends.hf import HFBackend, HFRow
 from aigc_eval.errors import UserError
@@ -406,6 +407,19 @@ def test_fused_activations_match_transformers_own(tiny_lm_dir: Path, backend: HF
     ):
         assert fused.tokens == exact.tokens
         assert fused.nll == pytest.approx(exact.nll, rel=1e-5, abs=1e-6)
+
+
+def test_an_architecture_without_a_meta_skeleton_is_counted_on_the_model(
+    tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the meta-device skeleton cannot be built, the count comes from loading the model."""
+
+    def cannot_build(*_args: object) -> int:
+        raise RuntimeError("this architecture does not support the meta device")
+
+    monkeypatch.setattr(hf_module, "_fusable_activations", cannot_build)
+    backend = hf(str(tiny_lm_dir), dtype="float32", device="cpu")
+    assert backend.fused_activations == 2 and backend._model is not None
 
 
 def test_full_logits_fallback_equals_scored_positions_only(tiny_lm_dir: Path, backend: HFBackend) -> None:

@@ -503,7 +503,7 @@ class HFBackend(Backend):
 
         folder, _ = self._snapshot()
         if self._cache is None or folder is None:
-            return _fusable_activations(self._config, self.row.trust_remote_code)
+            return self._skeleton_count()
         inputs = {
             "transformers": transformers.__version__,
             **folder_identity(folder, self.row.trust_remote_code),
@@ -512,9 +512,17 @@ class HFBackend(Backend):
         found = self._cache.get_many([key]).get(key)
         if found is not None:
             return int(found.text)
-        count = _fusable_activations(self._config, self.row.trust_remote_code)
+        count = self._skeleton_count()
         self._cache.put_many([(key, str(count), None, f"hf:{self.path} architecture")])
         return count
+
+    def _skeleton_count(self) -> int:
+        try:
+            return _fusable_activations(self._config, self.row.trust_remote_code)
+        except Exception:  # any architecture that cannot be built on the meta device (custom code...)
+            self._load_model()  # counts on the model itself, which a first run loads anyway
+            assert self._fused is not None
+            return self._fused
 
     @classmethod
     def check_row(cls, row: ModelRow, base_dir: Path, where: Callable[[str], str]) -> int | None:
