@@ -40,9 +40,15 @@ class MemoizedScorer:
         options = (max_length, stride, prepend_bos, per_token)
         keys = [(t, contexts[i] if contexts else None, *options) for i, t in enumerate(texts)]
         missing = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        cache_keys: dict[tuple[Any, ...], str] = {}
         if missing and self._cache is not None:
-            missing, hits = self._from_cache(missing)
+            identity = self._backend.cache_identity()
+            cache_keys = {k: loglikelihood_key(identity, *k) for k in missing}
+            found = self._cache.get_many(list(cache_keys.values()))
+            hits = {k for k in missing if cache_keys[k] in found}
+            self._memo.update((k, decode_loglikelihood(found[cache_keys[k]].text)) for k in hits)
             self.from_cache += sum(k in hits for k in keys)
+            missing = [k for k in missing if k not in hits]
         if missing:
             fresh = self._backend.loglikelihood(
                 [k[0] for k in missing],
@@ -54,28 +60,11 @@ class MemoizedScorer:
             )
             self._memo.update(zip(missing, fresh, strict=True))
             if self._cache is not None:
-                stored = (self._cache_key(k) for k in missing)
                 self._cache.put_many(
-                    (key, encode_loglikelihood(self._memo[k]), self._memo[k].tokens, self._label)
-                    for key, k in zip(stored, missing, strict=True)
+                    (cache_keys[k], encode_loglikelihood(self._memo[k]), self._memo[k].tokens, self._label)
+                    for k in missing
                 )
         return [self._memo[k] for k in keys]
-
-    def _from_cache(
-        self, missing: list[tuple[Any, ...]]
-    ) -> tuple[list[tuple[Any, ...]], set[tuple[Any, ...]]]:
-        """Take what the cache holds into the memo: the keys still to score, and those it held."""
-        assert self._cache is not None
-        cache_keys = {k: self._cache_key(k) for k in missing}
-        found = self._cache.get_many(list(cache_keys.values()))
-        hits = {k for k in missing if cache_keys[k] in found}
-        self._memo.update((k, decode_loglikelihood(found[cache_keys[k]].text)) for k in hits)
-        return [k for k in missing if k not in hits], hits
-
-    def _cache_key(self, key: tuple[Any, ...]) -> str:
-        text, context, max_length, stride, prepend_bos, per_token = key
-        identity = self._backend.cache_identity()
-        return loglikelihood_key(identity, text, context, max_length, stride, prepend_bos, per_token)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)

@@ -46,7 +46,6 @@ def aggregate_with_intervals(
         return own
     if resample_count(metric, stats, n_resamples) == 0:
         return scores
-    advance = progress or (lambda _n: None)
     outputs = OutputValues(metric)
     with_intervals = {}
     for name, score in scores.items():
@@ -58,7 +57,7 @@ def aggregate_with_intervals(
             parts = []
             for start in range(0, len(stack), PROGRESS_STEP):
                 parts.append(values(stack[start : start + PROGRESS_STEP]))
-                advance(len(parts[-1]))
+                progress(len(parts[-1]))
             return np.concatenate(parts) if parts else np.zeros(0)
 
         interval = bootstrap_interval(

@@ -16,6 +16,7 @@ Reported values and signatures are the ones the run recorded. An output that a s
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -122,32 +123,24 @@ def _paired(
     rules, intervals = setting.rules, setting.intervals
     rows_b, rows_c, metric = base.rows, cur.rows, cur.metric
     outputs = OutputValues(metric)
+    paired_test = (
+        functools.partial(paired_approximate_randomization, count_ties=rules.ties == "count")
+        if rules.test == "ar"
+        else paired_bootstrap
+    )
     tested: dict[str, _Tested | str] = {}
     for name, rule in testable.items():
         p_value = None
         if rule is not None:
-            aggregate = outputs.output(name)
-            if rules.test == "ar":
-                p_value = paired_approximate_randomization(
-                    rows_b,
-                    rows_c,
-                    aggregate,
-                    setting.n_trials,
-                    rules.seed,
-                    metric.additive,
-                    count_ties=rules.ties == "count",
-                    stacked=outputs.stacked(name),
-                ).p_value
-            else:
-                p_value = paired_bootstrap(
-                    rows_b,
-                    rows_c,
-                    aggregate,
-                    setting.n_trials,
-                    rules.seed,
-                    metric.additive,
-                    stacked=outputs.stacked(name),
-                ).p_value
+            p_value = paired_test(
+                rows_b,
+                rows_c,
+                outputs.output(name),
+                setting.n_trials,
+                rules.seed,
+                metric.additive,
+                stacked=outputs.stacked(name),
+            ).p_value
         ci = None
         if intervals.n_resamples > 0 and len(rows_b) > 1:
             interval = bootstrap_interval(

@@ -205,11 +205,9 @@ class BLEU(_SacreMetric):
                 unmatched = alive & (correct[:, n] == 0)
                 if method == "exp":
                     mteval = np.where(unmatched, mteval * 2, mteval)
-                    found = 100.0 / (mteval * total[:, n])
-                else:
-                    found = 100.0 * (smooth or 0.0) / total[:, n]
-                if method in ("exp", "floor"):
-                    precisions[:, n] = np.where(unmatched, found, precisions[:, n])
+                    precisions[:, n] = np.where(unmatched, 100.0 / (mteval * total[:, n]), 0.0)
+                elif method == "floor":
+                    precisions[:, n] = np.where(unmatched, 100.0 * smooth / total[:, n], 0.0)
                 matched = alive & (correct[:, n] != 0)
                 precisions[:, n] = np.where(matched, 100.0 * correct[:, n] / total[:, n], precisions[:, n])
         any_match = (sums[:, 2 : 2 + order] != 0).any(axis=1)
