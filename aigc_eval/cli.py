@@ -18,7 +18,6 @@ Progress goes to stderr: a bar in a terminal, otherwise a plain line per task ev
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -188,9 +187,9 @@ def _add_gate_flags(parser: argparse.ArgumentParser) -> None:
 
 def _quiet_libraries() -> None:
     """Our own progress bar and messages replace transformers' loading bars and advisories."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is imported
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if "transformers" in sys.modules or importlib.util.find_spec("transformers"):
+    if "transformers" in sys.modules:  # imported already (not by the CLI: a second or so)
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.set_verbosity_error()

@@ -70,7 +70,8 @@ def main() -> None:
 
         imports = time.perf_counter() - started
         spent: dict[str, float] = {"model forward passes": 0.0}  # shown even when nothing ran
-        timed(HFBackend, "_load_tokenizer_and_config", "tokenizers and configs (transformers import)", spent)
+        timed(HFBackend, "_load_tokenizer", "tokenizers (transformers import)", spent)
+        timed(HFBackend, "_load_config", "configs (transformers import)", spent)
         timed(HFBackend, "_load_model", "model weights", spent)
         timed(hf, "_fusable_activations", "architecture on the meta device (fused-GELU count)", spent)
         for method in ("generate", "loglikelihood"):

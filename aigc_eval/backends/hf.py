@@ -2,13 +2,16 @@
 
 Longer than ~400 lines because a backend is one file (the plug-in rule): its row options, its
 capabilities, its plan-time folder checks, loading, generation, log-likelihood and provenance.
-torch and transformers are imported only when a model loads, so registering this backend and
-validating a suite's ``hf`` rows stay free of them.
+torch is imported when a backend is created (to pick the device); transformers only when a
+tokenizer, config or model loads, which a rerun whose every generation and log-likelihood is
+cached never does: what it needs from them (context length, truncated-prompt counts, the fused-GELU
+count) comes from the cache, keyed by the files it was derived from (``_derived``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -240,9 +243,13 @@ def _weight_files(folder: Path) -> list[Path]:
     return files or sorted(folder.glob("*.bin"))
 
 
+def _weight_files_of(folder: Path | None) -> list[Path]:
+    return _weight_files(folder) if folder is not None else []
+
+
 def weights_sha256(folder: Path | None) -> str:
     """sha256 over the weight files' bytes in sorted name order ("unknown" without a folder)."""
-    files = _weight_files(folder) if folder is not None else []
+    files = _weight_files_of(folder)
     return sha256_files(files) if files else "unknown"
 
 
@@ -268,6 +275,11 @@ def folder_identity(folder: Path | None, trust_remote_code: bool) -> dict[str, s
         "tokenizer_sha256": _named_sha256([folder / name for name in _TOKENIZER_STATE]),
         "code_sha256": _named_sha256(code),
     }
+
+
+def _transformers_version() -> str:
+    """transformers' version without importing it (about a second)."""
+    return importlib.metadata.version("transformers")
 
 
 def chat_template_sha256(tokenizer: transformers.PreTrainedTokenizerBase) -> str:
@@ -462,15 +474,37 @@ class HFBackend(Backend):
             )
         if self._local:
             check_model_folder(self._folder, f"model {row.path!r}")
-        self.tokenizer, self._config = self._load_tokenizer_and_config(row.trust_remote_code)
+        if self.device_map is not None and importlib.util.find_spec("accelerate") is None:
+            raise UserError(f"device_map: {self.device_map!r} needs accelerate; pip install accelerate")
+        self._tokenizer: transformers.PreTrainedTokenizerBase | None = None
+        self._config: transformers.PretrainedConfig | None = None
+        self._context: tuple[int | None] | None = None
         self._model: torch.nn.Module | None = None
         self._fused: int | None = None
         self._cache: GenerationCache | None = None
         self._keeps_logits = False
         self._weights_sha256: str | None = None
         self._identity: dict[str, Any] | None = None
+        # Loaded now: a chat row's template (missing is an error; the identity hashes it), and a hub
+        # id not in the local cache (downloads, or fails with a clear error, before any work).
+        if self.chat or (not self._local and self._snapshot()[0] is None):
+            self.tokenizer  # noqa: B018
         if self.device_map is not None:
             self._load_model()  # accelerate's placement decides where inputs go: needed now
+
+    @property
+    def tokenizer(self) -> transformers.PreTrainedTokenizerBase:
+        """The tokenizer (left padding), loaded on first use."""
+        if self._tokenizer is None:
+            self._tokenizer = self._load_tokenizer()
+        return self._tokenizer
+
+    @property
+    def config(self) -> transformers.PretrainedConfig:
+        """The model's config as transformers reads it, loaded on first use."""
+        if self._config is None:
+            self._config = self._load_config()
+        return self._config
 
     @property
     def model(self) -> torch.nn.Module:
@@ -494,31 +528,35 @@ class HFBackend(Backend):
     def use_cache(self, cache: GenerationCache) -> None:
         self._cache = cache
 
-    def _counted_fusable_activations(self) -> int:
-        """The meta-device count, kept in the cache by config, model code and transformers version
-        (building the skeleton imports the modeling code: over a second, on every rerun)."""
-        import transformers
-
+    def _derived(self, kind: str, compute: Callable[[], Any], **inputs: Any) -> Any:
+        """A JSON value derived from the model's files (and ``inputs``), kept in the cache by their
+        hashes and the transformers version: computing it needs transformers (imported: about a
+        second), its tokenizer or the model's code, which an unchanged rerun should not pay for."""
         from aigc_eval.cache import derived_key
 
         folder, _ = self._snapshot()
         if self._cache is None or folder is None:
-            return self._skeleton_count()
-        inputs = {
-            "transformers": transformers.__version__,
+            return compute()
+        identity = {
+            "transformers": _transformers_version(),
             **folder_identity(folder, self.row.trust_remote_code),
+            **inputs,
         }
-        key = derived_key("fusable_activations", inputs)
+        key = derived_key(kind, identity)
         found = self._cache.get_many([key]).get(key)
         if found is not None:
-            return int(found.text)
-        count = self._skeleton_count()
-        self._cache.put_many([(key, str(count), None, f"hf:{self.path} architecture")])
-        return count
+            return json.loads(found.text)
+        value = compute()
+        self._cache.put_many([(key, json.dumps(value), None, f"hf:{self.path} {kind}")])
+        return value
+
+    def _counted_fusable_activations(self) -> int:
+        """Counted on the meta-device skeleton (which imports the modeling code: over a second)."""
+        return int(self._derived("fusable_activations", self._skeleton_count))
 
     def _skeleton_count(self) -> int:
         try:
-            return _fusable_activations(self._config, self.row.trust_remote_code)
+            return _fusable_activations(self.config, self.row.trust_remote_code)
         except Exception:  # any architecture that cannot be built on the meta device (custom code...)
             self._load_model()  # counts on the model itself, which a first run loads anyway
             assert self._fused is not None
@@ -531,26 +569,31 @@ class HFBackend(Backend):
         folder = model_folder(row, base_dir, where("path"))
         return context_length(folder) if folder is not None else None
 
-    def _load_tokenizer_and_config(
-        self, trust_remote_code: bool
-    ) -> tuple[transformers.PreTrainedTokenizerBase, transformers.PretrainedConfig]:
-        """Tokenizer and config, loaded with the backend (small files): what truncation, cache keys
-        and provenance need; the weights wait for ``model``."""
-        from transformers import AutoConfig, AutoTokenizer
+    def _load_config(self) -> transformers.PretrainedConfig:
+        from transformers import AutoConfig
 
-        if self.device_map is not None and importlib.util.find_spec("accelerate") is None:
-            raise UserError(f"device_map: {self.device_map!r} needs accelerate; pip install accelerate")
-        common = {"revision": self.revision, "trust_remote_code": trust_remote_code}
         with self._load_errors():
-            tokenizer = AutoTokenizer.from_pretrained(self.path, padding_side="left", **common)
-            config = AutoConfig.from_pretrained(self.path, **common)
+            return AutoConfig.from_pretrained(
+                self.path, revision=self.revision, trust_remote_code=self.row.trust_remote_code
+            )
+
+    def _load_tokenizer(self) -> transformers.PreTrainedTokenizerBase:
+        from transformers import AutoTokenizer
+
+        with self._load_errors():
+            tokenizer = AutoTokenizer.from_pretrained(
+                self.path,
+                padding_side="left",
+                revision=self.revision,
+                trust_remote_code=self.row.trust_remote_code,
+            )
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise UserError(f"tokenizer of {self.path!r} has neither a pad nor an eos token; add one")
             tokenizer.pad_token = tokenizer.eos_token
         if self.chat and not tokenizer.chat_template:
             raise UserError(f"model {self.path!r} has no chat template; set `chat: false`")
-        return tokenizer, config
+        return tokenizer
 
     def _load_model(self) -> None:
         from transformers import AutoModelForCausalLM
@@ -560,7 +603,7 @@ class HFBackend(Backend):
         with self._load_errors():
             model = AutoModelForCausalLM.from_pretrained(
                 self.path,
-                config=self._config,
+                config=self.config,
                 dtype=self.dtype,
                 use_safetensors=safetensors,
                 revision=self.revision,
@@ -670,7 +713,16 @@ class HFBackend(Backend):
 
     def truncated_prompts(self, prompts: Sequence[str], settings: GenerationSettings) -> int:
         room = self._prompt_room(settings)
-        return 0 if room is None else sum(len(self._prompt_ids(p)) > room for p in prompts)
+        if room is None:
+            return 0
+
+        def count() -> int:
+            return sum(len(self._prompt_ids(p)) > room for p in prompts)
+
+        if self.chat:  # the template is the tokenizer's (loaded anyway for the cache identity)
+            return count()
+        prompts_sha256 = hashlib.sha256(json.dumps(list(prompts), ensure_ascii=False).encode()).hexdigest()
+        return int(self._derived("truncated_prompts", count, prompts_sha256=prompts_sha256, room=room))
 
     def generate(
         self,
@@ -744,8 +796,12 @@ class HFBackend(Backend):
     # -- log-likelihood -----------------------------------------------------------------------------
 
     def context_length(self) -> int | None:
-        config = self._config
-        return next((v for v in (getattr(config, k, None) for k in CONTEXT_KEYS) if v), None)
+        if self._context is None:
+            self._context = (self._derived("context_length", self._config_context_length),)
+        return self._context[0]
+
+    def _config_context_length(self) -> int | None:
+        return next((v for v in (getattr(self.config, k, None) for k in CONTEXT_KEYS) if v), None)
 
     def loglikelihood(
         self,
@@ -899,12 +955,11 @@ class HFBackend(Backend):
         """Provenance: the weights hash is sha256 over the weight files' bytes in sorted name order;
         a row with ``device_map`` records where each part of the model went."""
         import torch
-        import transformers
 
         _, revision = self._snapshot()
         extra = {
             "fused_activations": str(self.fused_activations),
-            "transformers": transformers.__version__,
+            "transformers": _transformers_version(),
             "torch": torch.__version__,
         }
         if self.device_map is not None:
@@ -926,13 +981,14 @@ class HFBackend(Backend):
         swap (float rounding); not the path, name, batch size or device index. A model without a
         local snapshot adds its id and revision, so two such models never share an identity."""
         import torch
-        import transformers
 
         if self._identity is None:
+            if not self._local and not _weight_files_of(self._snapshot()[0]):
+                self.model  # noqa: B018 - downloads the files the identity hashes (a first run)
             folder, revision = self._snapshot()
             identity: dict[str, Any] = {
                 "backend": "hf",
-                "transformers": transformers.__version__,
+                "transformers": _transformers_version(),
                 "torch": torch.__version__,
                 "weights_sha256": self._weights_hash(),
                 **folder_identity(folder, self.row.trust_remote_code),
