@@ -180,6 +180,48 @@ def test_pooled_paths_equal_aggregate_of_the_drawn_rows() -> None:
         _metric("fid_inf", ref).pooled(pool)
 
 
+@pytest.mark.parametrize(("n", "dim"), [(40, 120), (40, 30), (12, 120)])
+def test_pooled_fid_of_draws_with_repeats_is_exact_and_fast(
+    n: int, dim: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bootstrap draws repeat rows, and two runs that scored the same images pool each row twice:
+    the draws' FID equals the direct computation on the drawn rows (repeats included), through the
+    fast trace route, with fewer features than rows and more, and a reference smaller than a draw."""
+    from aigc_eval.metrics.image import frechet
+
+    rng = np.random.default_rng(11)
+    gen, ref = _sets(n, 30, dim=dim, seed=4)
+    pool = np.vstack([gen, gen])  # a rerun scored the same images
+    slow: list[int] = []
+    route = frechet._procrustes_route
+    monkeypatch.setattr(frechet, "_procrustes_route", lambda *a: slow.append(1) or route(*a))
+    statistic = _metric("fid", ref).pooled(pool)
+    reference = im.FeatureSet.from_features(ref)
+    for draw in range(60):
+        idx = rng.integers(0, 2 * n, n) if draw % 2 else rng.permutation(2 * n)[:n]
+        pooled = statistic(idx)["fid"]
+        assert slow == [], (n, dim, draw)
+        direct = im.frechet_distance_of_sets(im.FeatureSet.from_features(pool[idx]), reference)
+        slow.clear()  # the direct computation on repeated rows may take the slow route
+        assert pooled == pytest.approx(direct, rel=1e-10), (n, dim, draw)
+
+
+def test_resampling_small_image_sets_runs_on_one_blas_thread() -> None:
+    from threadpoolctl import threadpool_info
+
+    from aigc_eval.gate.metric_tests import ONE_BLAS_THREAD_UP_TO, _blas_threads
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    before = blas_threads()
+    with _blas_threads(np.zeros((100, 1280))):
+        assert blas_threads() == {1}
+    assert blas_threads() == before
+    with _blas_threads(np.zeros((ONE_BLAS_THREAD_UP_TO + 1, 2048))):
+        assert blas_threads() == before
+
+
 def test_pooled_fid_takes_the_stable_route_where_the_projected_traces_cancel() -> None:
     """Features far from the origin (mean 1e6): the old projected nuclear norm subtracted squared
     norms of 1e13 to get traces of 1, and was off by orders of magnitude; the stable route is not."""

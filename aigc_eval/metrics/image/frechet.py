@@ -140,14 +140,17 @@ def _refined_sqrt_factor(sigma: np.ndarray) -> np.ndarray:
     return vectors @ _sqrt_factor((rotated + rotated.T) / 2)
 
 
-def _sqrt_factor_of_samples(features: np.ndarray) -> np.ndarray:
+def _sqrt_factor_of_samples(features: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
     """C with C·Cᵀ = the sample covariance, straight from the centred samples (no Σ, no eigensolver).
 
     For N <= d it is the centred samples themselves (d×N); above that the R of
     their QR decomposition (d×d). Either is as accurate as the features allow,
-    also where Σ is rank-deficient or ill-conditioned.
+    also where Σ is rank-deficient or ill-conditioned. ``counts``: how many times each row is in
+    the set (its rows enter once, scaled by √count: the same covariance).
     """
-    centred = (features - features.mean(axis=0)) / math.sqrt(len(features) - 1)
+    weights = np.ones(len(features)) if counts is None else np.asarray(counts, dtype=np.float64)
+    n = weights.sum()
+    centred = np.sqrt(weights)[:, None] * (features - weights @ features / n) / math.sqrt(n - 1)
     if len(features) <= features.shape[1]:
         return centred.T
     (r,) = linalg.qr(centred, mode="r")
@@ -335,13 +338,18 @@ def fid_infinity(
     return float(intercept), sizes, fids
 
 
-def _zero_sum_basis(n: int) -> np.ndarray:
-    """An orthonormal n×(n−1) basis of the vectors whose entries sum to 0.
+def _off_direction(rows: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """``rows`` (u×r) in an orthonormal basis of the space orthogonal to the unit vector
+    ``direction`` (u): (u−1)×r, through the Householder reflection that maps ``direction`` to ±e₁.
 
-    Centred samples have no component along the all-ones direction; dropping it removes an
-    eigenvalue that is exactly 0 and would otherwise add its rounding (√δ) to the trace route's bound.
+    Weighted centred samples have no component along √weights (all ones without repeats);
+    dropping it removes an eigenvalue that is exactly 0 and would otherwise add its rounding (√δ)
+    to the trace route's bound.
     """
-    return linalg.null_space(np.ones((1, n)))
+    v = direction.astype(np.float64, copy=True)
+    v[0] += math.copysign(1.0, v[0])
+    reflected = rows - np.outer(v, (2 / float(v @ v)) * (v @ rows))
+    return reflected[1:]
 
 
 class FrechetToReference:
@@ -353,41 +361,49 @@ class FrechetToReference:
     of its centred projection (C_gᵀ F: n×r, the same ν as ``_trace_route``, less the exactly-zero
     mean direction of centred samples), and falls back to the Procrustes route under the same
     error bound, so values near 0 carry no cancellation.
+
+    Equal rows (a bootstrap draw's repeats; two runs that scored the same images) enter a draw
+    once, weighted by how often they were drawn: the same mean and covariance, and no exactly-zero
+    eigenvalues, whose rounding would otherwise fail the bound and send nearly every draw down
+    the slow route.
     """
 
     def __init__(self, pool: np.ndarray, reference: FeatureSet) -> None:
         self._pool = np.asarray(pool, dtype=np.float64)
+        self._rows, self._row_of = np.unique(self._pool, axis=0, return_inverse=True)
+        self._row_of = self._row_of.reshape(-1)
         self._reference = reference
         self._factor = _factor_of(reference)
         factor = self._factor
         if reference.features is not None and factor.shape[1] == reference.n:  # centred samples
-            factor = factor @ _zero_sum_basis(factor.shape[1])
-        self._projected = self._pool @ factor
+            ones = np.full(factor.shape[1], 1 / math.sqrt(factor.shape[1]))
+            factor = _off_direction(factor.T, ones).T
+        self._projected = self._rows @ factor
         self._reference_trace = float(np.einsum("ij,ij->", factor, factor))
-        self._bases: dict[int, np.ndarray] = {}
         self._accurate: np.ndarray | None = None
 
     def __call__(self, idx: np.ndarray) -> float:
         """FID of the set made of pooled rows ``idx`` (repeats allowed), never negative."""
-        drawn = self._pool[idx]
-        n = len(drawn)
-        mu = drawn.mean(axis=0)
+        counts = np.bincount(self._row_of[idx], minlength=len(self._rows))
+        present = np.flatnonzero(counts)
+        weights = counts[present].astype(np.float64)
+        rows, n = self._rows[present], float(len(idx))
+        mu = weights @ rows / n
         diff = mu - self._reference.mu
         squared_mean = float(diff @ diff)
-        centred = drawn - mu
-        traces = self._reference_trace + float(np.einsum("ij,ij->", centred, centred)) / (n - 1)
-        projected = self._projected[idx]
-        projected = (projected - projected.mean(axis=0)) / math.sqrt(n - 1)
-        if projected.shape[1] < n:
+        centred = rows - mu
+        traces = self._reference_trace + float(weights @ np.einsum("ij,ij->i", centred, centred)) / (n - 1)
+        root = np.sqrt(weights)
+        projected = self._projected[present]
+        projected = root[:, None] * (projected - weights @ projected / n) / math.sqrt(n - 1)
+        if projected.shape[1] < len(present):
             gram = projected.T @ projected
         else:
-            if n not in self._bases:
-                self._bases[n] = _zero_sum_basis(n)
-            reduced = self._bases[n].T @ projected
+            reduced = _off_direction(projected, root / math.sqrt(n))
             gram = reduced @ reduced.T
         value, bound = _trace_value(gram, traces, squared_mean)
         if value > 0 and bound <= _FAST_ROUTE_BOUND * value:
             return value
         if self._accurate is None:
             self._accurate = _accurate_factor_of(self._reference, self._factor)
-        return squared_mean + _procrustes_route(self._accurate, _sqrt_factor_of_samples(drawn))
+        return squared_mean + _procrustes_route(self._accurate, _sqrt_factor_of_samples(rows, weights))
