@@ -135,6 +135,33 @@ def test_suite_with_a_vllm_row_next_to_an_hf_row_and_resume(tmp_path: Path) -> N
     assert resumed_counts["vllm-greedy"] == 2
 
 
+@pytest.mark.vllm
+def test_a_warm_rerun_starts_no_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every generation and log-likelihood of the vLLM row is cached, and so is the engine's context
+    length: the rerun starts no engine, and its scores and provenance equal the first run's."""
+    pytest.importorskip("vllm")
+    from aigc_eval.backends.vllm import VLLMBackend
+
+    starts: list[str] = []
+    start = VLLMBackend._start_engine
+
+    def spy(backend: VLLMBackend) -> object:
+        starts.append(backend.path)
+        return start(backend)
+
+    monkeypatch.setattr(VLLMBackend, "_start_engine", spy)
+    suite = _suite(tmp_path)
+    first = run(suite, output_dir=tmp_path / "first").path
+    assert starts == [str(DEMO)]
+    rerun = run(suite, output_dir=tmp_path / "rerun").path
+    assert starts == [str(DEMO)]  # no second start
+    assert _scores(rerun) == _scores(first)
+    record, again = (json.loads((f / "results.json").read_text()) for f in (first, rerun))
+    assert again["models"]["vllm-greedy"] == record["models"]["vllm-greedy"]
+    timing = {r["model"]: r["timing"] for r in again["results"]}
+    assert (timing["vllm-greedy"]["cache_hits"], timing["vllm-greedy"]["scored_from_cache"]) == (6, 6)
+
+
 # -- generation ------------------------------------------------------------------------------------
 
 
@@ -297,8 +324,9 @@ def test_describe_records_engine_and_weights(engine: Backend, hf_backend: Backen
 def test_engine_refusals_are_user_errors() -> None:
     pytest.importorskip("vllm")
     # vLLM 0.32 cannot run data parallelism inside one offline process; its reason reaches the user.
+    backend = create_backend(vllm_row(data_parallel_size=2))  # the engine starts on first use
     with pytest.raises(UserError, match=r"cannot start vLLM on model .*data_parallel_size=2"):
-        create_backend(vllm_row(data_parallel_size=2))
+        backend.generate(["The cat"], GREEDY)
 
 
 @pytest.mark.vllm

