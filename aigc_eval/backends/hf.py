@@ -5,7 +5,7 @@ capabilities, its plan-time folder checks, loading, generation, log-likelihood a
 torch is imported when a backend is created (to pick the device); transformers only when a
 tokenizer, config or model loads, which a rerun whose every generation and log-likelihood is
 cached never does: what it needs from them (context length, truncated-prompt counts, the fused-GELU
-count) comes from the cache, keyed by the files it was derived from (``_derived``).
+count) comes from the cache, keyed by the files it was derived from (``derived_from_files``).
 """
 
 from __future__ import annotations
@@ -554,18 +554,16 @@ class HFBackend(Backend):
         self._cache = cache
 
     def _derived(self, kind: str, compute: Callable[[], Any], **inputs: Any) -> Any:
-        """``derived_from_files`` for this model (computing needs transformers, imported: about a
-        second, its tokenizer or the model's code, which an unchanged rerun should not pay for)."""
-        folder, _ = self._snapshot()
-        versions = {"transformers": _transformers_version()}
+        """``derived_from_files`` for this model: what needs transformers (a second to import), the
+        tokenizer or the model's code to compute, which an unchanged rerun should not pay for."""
         return derived_from_files(
             self._cache,
-            folder,
+            self._snapshot()[0],
             self.row.trust_remote_code,
             kind,
             compute,
             f"hf:{self.path}",
-            **versions,
+            transformers=_transformers_version(),
             **inputs,
         )
 
@@ -740,8 +738,9 @@ class HFBackend(Backend):
 
         if self.chat:  # the template is the tokenizer's (loaded anyway for the cache identity)
             return count()
-        prompts_sha256 = hashlib.sha256(json.dumps(list(prompts), ensure_ascii=False).encode()).hexdigest()
-        return int(self._derived("truncated_prompts", count, prompts_sha256=prompts_sha256, room=room))
+        return int(
+            self._derived("truncated_prompts", count, prompts_sha256=_text_sha256(list(prompts)), room=room)
+        )
 
     def generate(
         self,
