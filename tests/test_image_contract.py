@@ -206,19 +206,19 @@ def test_pooled_fid_of_draws_with_repeats_is_exact_and_fast(
         assert pooled == pytest.approx(direct, rel=1e-10), (n, dim, draw)
 
 
-def test_resampling_small_image_sets_runs_on_one_blas_thread() -> None:
+def test_small_linear_algebra_runs_on_one_blas_thread() -> None:
     from threadpoolctl import threadpool_info
 
-    from aigc_eval.gate.metric_tests import ONE_BLAS_THREAD_UP_TO, _blas_threads
+    from aigc_eval.threads import ONE_BLAS_THREAD_UP_TO, blas_threads_for
 
     def blas_threads() -> set[int]:
         return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
     before = blas_threads()
-    with _blas_threads(np.zeros((100, 1280))):
+    with blas_threads_for(100):
         assert blas_threads() == {1}
     assert blas_threads() == before
-    with _blas_threads(np.zeros((ONE_BLAS_THREAD_UP_TO + 1, 2048))):
+    with blas_threads_for(ONE_BLAS_THREAD_UP_TO + 1):
         assert blas_threads() == before
 
 

@@ -16,7 +16,6 @@ Reported values and signatures are the ones the run recorded. An output that a s
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -38,23 +37,9 @@ from aigc_eval.stats import (
     permutation_test,
     two_sample_bootstrap,
 )
+from aigc_eval.threads import blas_threads_for
 
 DEFAULT_TRIALS = {"ar": 10000, "bootstrap": 1000}
-# Resampling tests whose draws are at most this wide (rows, or feature dimensions if fewer) run on
-# one BLAS thread: on small matrices OpenBLAS' threads cost more than they give. Measured on 2
-# cores: a 99×99 eigvalsh plus a 99×1280 product took 14.4 ms on 2 threads and 0.80 ms on one;
-# at 800 rows, 70 ms and 62 ms; at 1600, 256 ms and 305 ms.
-ONE_BLAS_THREAD_UP_TO = 800
-
-
-def _blas_threads(rows: np.ndarray) -> contextlib.AbstractContextManager[Any]:
-    """One BLAS thread while resampling draws of ``rows``' size (``ONE_BLAS_THREAD_UP_TO``)."""
-    width = min(len(rows), rows.shape[1]) if rows.ndim == 2 else len(rows)
-    if width > ONE_BLAS_THREAD_UP_TO:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 @dataclass(frozen=True)
@@ -186,9 +171,9 @@ def _unpaired(
         return {}
     intervals, metric = setting.intervals, cur.metric
     method = f"{UNPAIRED_TEST} ({len(base.rows)} + {len(cur.rows)} generated images)"
-    widest = cur.rows if len(cur.rows) >= len(base.rows) else base.rows
+    width = max(len(base.rows), len(cur.rows))
     try:
-        with _blas_threads(widest):
+        with blas_threads_for(min(width, cur.rows.shape[1]) if cur.rows.ndim == 2 else width):
             p_values = {}
             if any(rule is not None for rule in testable.values()):
                 results = permutation_test(
