@@ -168,8 +168,9 @@ class Backend(ABC):
         raise self._cannot("generate")
 
     def use_cache(self, cache: GenerationCache) -> None:
-        """Where the backend may keep what it derives from its files across runs (the HF backend: its
-        fused-GELU count, which otherwise needs the model's code). The default keeps nothing."""
+        """Where the backend may keep what it derives from its files across runs (context length,
+        truncated-prompt counts, the HF fused-GELU count), so a cached rerun loads neither tokenizer,
+        model nor engine to learn them. The default keeps nothing."""
         return None
 
     def truncated_prompts(self, prompts: Sequence[str], settings: GenerationSettings) -> int:

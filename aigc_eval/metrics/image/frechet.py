@@ -148,9 +148,12 @@ def _sqrt_factor_of_samples(features: np.ndarray, counts: np.ndarray | None = No
     also where Σ is rank-deficient or ill-conditioned. ``counts``: how many times each row is in
     the set (its rows enter once, scaled by √count: the same covariance).
     """
-    weights = np.ones(len(features)) if counts is None else np.asarray(counts, dtype=np.float64)
-    n = weights.sum()
-    centred = np.sqrt(weights)[:, None] * (features - weights @ features / n) / math.sqrt(n - 1)
+    if counts is None:
+        centred = (features - features.mean(axis=0)) / math.sqrt(len(features) - 1)
+    else:
+        weights = np.asarray(counts, dtype=np.float64)
+        n = weights.sum()
+        centred = np.sqrt(weights)[:, None] * (features - weights @ features / n) / math.sqrt(n - 1)
     if len(features) <= features.shape[1]:
         return centred.T
     (r,) = linalg.qr(centred, mode="r")
